@@ -1,0 +1,45 @@
+# capsched: `make run` starts the main job, `make test` runs the whole suite.
+# Each target creates the virtualenv when it is missing, so each works on a fresh clone.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= examples/capsched.toml
+export CAPSCHED_CONFIG ?= $(CONFIG)
+
+.PHONY: run test check bench db-upgrade install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job: embedded PostgreSQL unless CAPSCHED_DATABASE_URL is set, migrate, load the
+## bundled example, then run the daemon in the foreground (Ctrl-C stops it).
+run: $(STAMP)
+	$(BIN)/capsched db upgrade
+	$(BIN)/capsched ingest examples/traces/servegen_m-small.csv --deployment m-small
+	$(BIN)/capsched status
+	$(BIN)/capsched $(RUN_ARGS)
+
+RUN_ARGS ?= status
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench: $(STAMP)
+	$(BIN)/python bench/run_all.py
+
+db-upgrade: $(STAMP)
+	$(BIN)/capsched db upgrade
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

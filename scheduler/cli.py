@@ -1,0 +1,379 @@
+"""The ``capsched`` command line.
+
+Global options are mirrored by environment variables (shown in ``--help``); the config
+file supplies everything else. Exit codes:
+
+* 0 success
+* 1 the command failed (bad input, provider or database error during the work)
+* 2 usage or configuration error
+* 3 the database schema is outdated (the message names the upgrade command)
+* 4 the database cannot be reached or started
+* 75 another instance holds the lock (EX_TEMPFAIL: cron may simply try again later)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import sqlalchemy as sa
+import structlog
+
+from scheduler import __version__
+from scheduler import database as db
+from scheduler.config import Config, ConfigError, load_config
+from scheduler.ingest import IngestError, ingest_files
+from scheduler.logs import configure_logging
+from scheduler.store import deployments as deployment_store
+from scheduler.store import usage as usage_store
+from scheduler.usagefile import UsageFileError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SCHEMA, EXIT_DATABASE, EXIT_LOCKED = 0, 1, 2, 3, 4, 75
+
+log = structlog.get_logger()
+
+
+class CommandError(RuntimeError):
+    """A failure to report to the user as one line, with an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every command gets: the config, and (for database commands) an engine."""
+
+    config: Config
+    args: argparse.Namespace
+
+
+def utc_now() -> dt.datetime:
+    """The one place the CLI reads the clock; commands pass the value down."""
+    return dt.datetime.now(dt.UTC)
+
+
+def parse_time(text: str) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
+
+
+def parse_duration_minutes(text: str) -> int:
+    units = {"m": 1, "h": 60, "d": 1440}
+    try:
+        if text[-1] in units:
+            return int(text[:-1]) * units[text[-1]]
+        return int(text)
+    except (ValueError, IndexError):
+        raise argparse.ArgumentTypeError(f"not a duration like 90m, 24h or 7d: {text!r}") from None
+
+
+def _env_default(name: str) -> str | None:
+    return os.environ.get(name) or None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="capsched",
+        description="Elastic capacity scheduler for LLM provisioned throughput.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            "Every setting of the config file can be overridden by CAPSCHED_<SECTION>_<KEY>\n"
+            "(for example CAPSCHED_DATABASE_URL, CAPSCHED_DAEMON_REFIT_MINUTES) and a\n"
+            "deployment's by CAPSCHED_DEPLOYMENT__<NAME>__<KEY>. See the README."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"capsched {__version__}")
+    parser.add_argument(
+        "--config",
+        default=_env_default("CAPSCHED_CONFIG"),
+        help="config file [env CAPSCHED_CONFIG; default ./capsched.toml, "
+        "then /etc/capsched/capsched.toml]",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=_env_default("CAPSCHED_DATABASE_URL"),
+        help="PostgreSQL URL; without one capsched runs an embedded server "
+        "[env CAPSCHED_DATABASE_URL]",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=_env_default("CAPSCHED_DATABASE_DATA_DIR"),
+        help="data directory of the embedded PostgreSQL [env "
+        "CAPSCHED_DATABASE_DATA_DIR; default $XDG_DATA_HOME/capsched/pgdata]",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("auto", "json", "console"),
+        default=_env_default("CAPSCHED_LOG_FORMAT"),
+        help="log format [env CAPSCHED_LOG_FORMAT; default auto: JSON unless a terminal]",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=_env_default("CAPSCHED_LOG_LEVEL"),
+        help="debug, info, warning or error [env CAPSCHED_LOG_LEVEL]",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p_db = sub.add_parser("db", help="database schema: upgrade, status, downgrade")
+    db_sub = p_db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    db_sub.add_parser("upgrade", help="apply all migrations (creates the schema)").set_defaults(
+        handler=cmd_db_upgrade
+    )
+    db_sub.add_parser("status", help="show the schema revision").set_defaults(handler=cmd_db_status)
+    p_down = db_sub.add_parser("downgrade", help="revert migrations to REVISION")
+    p_down.add_argument("revision")
+    p_down.set_defaults(handler=cmd_db_downgrade)
+    p_prune = db_sub.add_parser("prune", help="drop usage partitions older than retention_days")
+    p_prune.set_defaults(handler=cmd_db_prune)
+
+    p_ingest = sub.add_parser(
+        "ingest", help="ingest per-minute usage files (CSV, JSON Lines, .gz, -)"
+    )
+    p_ingest.add_argument("files", nargs="+", metavar="FILE")
+    p_ingest.add_argument(
+        "--deployment",
+        default=_env_default("CAPSCHED_INGEST_DEPLOYMENT"),
+        help="deployment of files without a deployment column [env CAPSCHED_INGEST_DEPLOYMENT]",
+    )
+    p_ingest.add_argument(
+        "--source",
+        default=None,
+        help="name of the reporting source (gateway); a re-sent (source, minute)"
+        " replaces the earlier one [env CAPSCHED_INGEST_DEFAULT_SOURCE]",
+    )
+    p_ingest.set_defaults(handler=cmd_ingest)
+
+    p_status = sub.add_parser("status", help="usage stored per deployment")
+    p_status.add_argument("--format", choices=("table", "json"), default="table")
+    p_status.add_argument(
+        "--now",
+        type=parse_time,
+        default=None,
+        help="evaluate lag at this time instead of the clock",
+    )
+    p_status.set_defaults(handler=cmd_status)
+
+    for extension in EXTENSIONS:
+        extension(sub)
+    return parser
+
+
+#: Functions that add further subcommands (forecast, plan, backtest, run...).
+EXTENSIONS: list[Callable[[Any], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _load_extensions()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+        config = _apply_flags(config, args)
+    except ConfigError as exc:
+        print(f"capsched: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(config.log.level, config.log.format)
+    handler: Callable[[Context], int] = args.handler
+    try:
+        return handler(Context(config=config, args=args))
+    except CommandError as exc:
+        print(f"capsched: {exc}", file=sys.stderr)
+        return exc.code
+    except (UsageFileError, IngestError, ConfigError) as exc:
+        print(f"capsched: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except db.SchemaError as exc:
+        print(f"capsched: {exc}", file=sys.stderr)
+        return EXIT_SCHEMA
+    except db.DatabaseUnavailable as exc:
+        print(f"capsched: {exc}", file=sys.stderr)
+        return EXIT_DATABASE
+    except KeyboardInterrupt:
+        return 130
+
+
+def _load_extensions() -> None:
+    # Imported here so `capsched ingest` does not pay for statsmodels and APScheduler.
+    import importlib
+
+    for module in ("scheduler.cli_forecast", "scheduler.cli_plan", "scheduler.cli_daemon"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+def _apply_flags(config: Config, args: argparse.Namespace) -> Config:
+    database = config.database
+    if args.database_url:
+        database = replace(database, url=args.database_url)
+    if args.data_dir:
+        database = replace(database, data_dir=args.data_dir)
+    log_settings = config.log
+    if args.log_format:
+        log_settings = replace(log_settings, format=args.log_format)
+    if args.log_level:
+        log_settings = replace(log_settings, level=args.log_level)
+    return replace(config, database=database, log=log_settings)
+
+
+@contextmanager
+def connected(ctx: Context, *, check_schema: bool = True, sync: bool = True) -> Iterator[sa.Engine]:
+    """Open the database (embedded if no URL), check the schema, sync deployments."""
+    with db.open_database(ctx.config.database) as database:
+        engine = db.make_engine(
+            database.url,
+            pool_size=ctx.config.database.pool_size,
+            connect_timeout=ctx.config.database.connect_timeout_seconds,
+        )
+        try:
+            if check_schema:
+                db.require_current_schema(engine)
+                if sync:
+                    with engine.begin() as conn:
+                        deployment_store.sync_deployments(conn, ctx.config.deployments)
+            yield engine
+        except sa.exc.OperationalError as exc:
+            raise db.DatabaseUnavailable(f"database error: {exc.orig}") from exc
+        finally:
+            engine.dispose()
+
+
+def cmd_db_upgrade(ctx: Context) -> int:
+    with db.open_database(ctx.config.database) as database:
+        before = _revision_or_unavailable(database.url)
+        db.upgrade(database.url)
+        engine = db.make_engine(database.url)
+        try:
+            with engine.begin() as conn:
+                deployment_store.sync_deployments(conn, ctx.config.deployments)
+        finally:
+            engine.dispose()
+    log.info("db.upgrade", from_revision=before, to_revision=db.head_revision())
+    return EXIT_OK
+
+
+def _revision_or_unavailable(url: str) -> str | None:
+    engine = db.make_engine(url)
+    try:
+        return db.current_revision(engine)
+    except sa.exc.OperationalError as exc:
+        raise db.DatabaseUnavailable(f"cannot connect to the database: {exc.orig}") from exc
+    finally:
+        engine.dispose()
+
+
+def cmd_db_status(ctx: Context) -> int:
+    with db.open_database(ctx.config.database) as database:
+        current = _revision_or_unavailable(database.url)
+    head = db.head_revision()
+    state = "up to date" if current == head else f"outdated: run `{db.UPGRADE_COMMAND}`"
+    print(f"schema revision: {current or 'none'} (head {head}): {state}")
+    return EXIT_OK if current == head else EXIT_SCHEMA
+
+
+def cmd_db_downgrade(ctx: Context) -> int:
+    with db.open_database(ctx.config.database) as database:
+        db.downgrade(database.url, ctx.args.revision)
+    return EXIT_OK
+
+
+def cmd_db_prune(ctx: Context) -> int:
+    cutoff = utc_now() - dt.timedelta(days=ctx.config.database.retention_days)
+    with connected(ctx) as engine, engine.begin() as conn:
+        dropped = usage_store.drop_partitions_before(conn, cutoff)
+    log.info("db.prune", cutoff=cutoff.isoformat(), dropped=dropped)
+    return EXIT_OK
+
+
+def cmd_ingest(ctx: Context) -> int:
+    source = ctx.args.source or ctx.config.ingest.default_source
+    with connected(ctx) as engine:
+        for result in ingest_files(
+            engine, ctx.args.files, deployment=ctx.args.deployment, source=source
+        ):
+            log.info(
+                "ingest.file",
+                file=result.file,
+                rows=result.rows,
+                batch=result.batch_id,
+                deployments=list(result.deployments),
+                first_minute=result.first_minute,
+                last_minute=result.last_minute,
+                source=source,
+            )
+    return EXIT_OK
+
+
+def _fmt_time(value: dt.datetime | None) -> str:
+    return "-" if value is None else value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%MZ")
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    cells = [[str(c) for c in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
+
+
+def cmd_status(ctx: Context) -> int:
+    now = ctx.args.now or utc_now()
+    with connected(ctx) as engine, engine.connect() as conn:
+        statuses = usage_store.usage_status(conn)
+    records = []
+    for s in statuses:
+        lag = None if s.last_minute is None else (now - s.last_minute).total_seconds() / 60 - 1
+        records.append(
+            {
+                "deployment": s.name,
+                "minutes_stored": s.minutes_stored,
+                "first_minute": _fmt_time(s.first_minute),
+                "last_minute": _fmt_time(s.last_minute),
+                "ingest_lag_minutes": None if lag is None else round(max(lag, 0.0), 1),
+                "last_batch_at": _fmt_time(s.last_batch_at),
+                "last_batch_file": s.last_batch_file,
+            }
+        )
+    if ctx.args.format == "json":
+        print(json.dumps(records, indent=2))
+    elif not records:
+        print("no deployments configured")
+    else:
+        print(
+            format_table(
+                ["DEPLOYMENT", "MINUTES", "FIRST", "LAST", "LAG(min)", "LAST BATCH", "FILE"],
+                [
+                    [
+                        r["deployment"],
+                        r["minutes_stored"],
+                        r["first_minute"],
+                        r["last_minute"],
+                        "-" if r["ingest_lag_minutes"] is None else r["ingest_lag_minutes"],
+                        r["last_batch_at"],
+                        r["last_batch_file"] or "-",
+                    ]
+                    for r in records
+                ],
+            )
+        )
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

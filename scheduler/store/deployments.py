@@ -1,0 +1,123 @@
+"""The ``deployment`` table: a mirror of the config's ``[[deployment]]`` tables.
+
+Rows are never deleted (usage, forecasts and plans refer to them); a deployment that
+leaves the config is marked inactive and comes back active if it returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+from scheduler.config import Deployment
+from scheduler.store.metadata import metadata
+
+deployment_table = sa.Table(
+    "deployment",
+    metadata,
+    sa.Column("id", sa.Integer, sa.Identity(), primary_key=True),
+    sa.Column("name", sa.Text, nullable=False, unique=True),
+    sa.Column("provider", sa.Text, nullable=False),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("unit_tpm", sa.Float, nullable=False),
+    sa.Column("output_token_weight", sa.Float, nullable=False),
+    sa.Column("timezone", sa.Text, nullable=False),
+    sa.Column("settings", pg.JSONB, nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column(
+        "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+    sa.Column(
+        "updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()
+    ),
+)
+
+
+@dataclass(frozen=True)
+class DeploymentRow:
+    id: int
+    name: str
+    provider: str
+    active: bool
+
+
+def settings_json(deployment: Deployment) -> dict[str, Any]:
+    """The deployment's settings as stored for audit (secrets never live in deployments)."""
+    raw = dataclasses.asdict(deployment)
+    return json.loads(json.dumps(raw, default=_json_default))  # type: ignore[no-any-return]
+
+
+def _json_default(value: object) -> str:
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    raise TypeError(f"cannot store {type(value).__name__} in deployment settings")
+
+
+def sync_deployments(conn: sa.Connection, deployments: Sequence[Deployment]) -> dict[str, int]:
+    """Upsert the configured deployments, deactivate the others; return name -> id."""
+    rows = [
+        {
+            "name": d.name,
+            "provider": d.provider,
+            "model": d.model,
+            "unit_tpm": d.unit_tpm,
+            "output_token_weight": d.output_token_weight,
+            "timezone": d.timezone,
+            "settings": settings_json(d),
+            "active": True,
+        }
+        for d in deployments
+    ]
+    t = deployment_table
+    if rows:
+        stmt = pg.insert(t).values(rows)
+        changed = {
+            c: stmt.excluded[c]
+            for c in (
+                "provider",
+                "model",
+                "unit_tpm",
+                "output_token_weight",
+                "timezone",
+                "settings",
+                "active",
+            )
+        }
+        distinct = sa.tuple_(*[t.c[c] for c in changed]).is_distinct_from(
+            sa.tuple_(*changed.values())
+        )
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[t.c.name],
+                set_={**changed, "updated_at": sa.func.now()},
+                where=distinct,
+            )
+        )
+    names = [d.name for d in deployments]
+    conn.execute(
+        t.update()
+        .where(t.c.active, t.c.name.not_in(names) if names else sa.true())
+        .values(active=False, updated_at=sa.func.now())
+    )
+    return deployment_ids(conn, names)
+
+
+def deployment_ids(conn: sa.Connection, names: Sequence[str]) -> dict[str, int]:
+    t = deployment_table
+    result = conn.execute(sa.select(t.c.name, t.c.id).where(t.c.name.in_(list(names))))
+    return {name: ident for name, ident in result}
+
+
+def list_deployments(conn: sa.Connection, *, active_only: bool = True) -> list[DeploymentRow]:
+    t = deployment_table
+    query = sa.select(t.c.id, t.c.name, t.c.provider, t.c.active).order_by(t.c.name)
+    if active_only:
+        query = query.where(t.c.active)
+    return [DeploymentRow(*row) for row in conn.execute(query)]
