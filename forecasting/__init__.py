@@ -1,0 +1,60 @@
+"""capsched forecasting: pure, batched demand forecasts with honest quantiles.
+
+Entry point::
+
+    import forecasting
+
+    fc = forecasting.forecast(history, step_minutes=1, horizon=300, quantiles=(0.5, 0.9),
+                              start=start_utc, timezone="Europe/Berlin")
+    fc.mean            # (horizon,) point forecast, never negative
+    fc.quantile(0.9)   # (horizon,) for each requested quantile (KeyError otherwise)
+    fc.accuracy        # out-of-sample coverage and error of this model, JSON-serialisable
+
+    # The daemon's loop: refit everything together, then predict cheaply every minute.
+    models = forecasting.fit_batch(histories, step_minutes=1, starts=starts,
+                                   timezones=zones, calendars=calendars)
+    fc = models[i].predict(recent, origin=now_utc, horizon=300)
+
+``history`` is a 1-D float array on a regular grid; NaN means missing (never read as
+zero); ``start`` is the tz-aware timestamp of ``history[0]``. Daily and weekly cycles
+follow local time in ``timezone``, so a peak stays at its local hour across
+daylight-saving changes. ``calendar`` lists exceptional local days
+(``CalendarDay(date, like_weekday=None, multiplier=1.0)``), used both to read the
+history and to shape the forecast. Runs of at least ``zero_gap_minutes`` exact zeros
+where load is expected are treated as logging gaps (0 disables).
+
+Model (chosen by measurement, see the bench script): a linear harmonic regression
+(Fourier terms of the local time of day, and of the local week once two weeks are
+observed) fitted by weighted least squares for all series at once on one shared design
+matrix, with recent weeks weighted more; a robust linear trend (statsmodels RLM with
+Huber loss on daily medians, kept only when its t-test is significant); and a direct
+multi-horizon residual model that maps the current deviation from the profile (last
+minute, 10 minutes, hour, 6 hours) to each horizon, which is what lets ``predict``
+follow a burst or a level shift between refits. Quantiles come from the model's own
+errors on the held-out tail of the history (split conformal), by horizon and scaled by
+the expected load of the hour. Cold start: under a day of history the forecast is the
+recent level; under two weeks only the daily cycle is fitted. With no observation at
+all the forecast is NaN (callers should then hold capacity).
+
+``rolling_origin_eval`` measures a series' MAE against the weekly (or daily) seasonal
+naive, pinball loss and interval coverage; ``mask_suspected_gaps`` exposes the gap rule.
+"""
+
+from ._gaps import mask_suspected_gaps
+from ._model import FittedModel, Forecast, fit, fit_batch, forecast, forecast_batch
+from ._time import CalendarDay
+from .evaluation import EvalReport, HorizonScore, rolling_origin_eval
+
+__all__ = [
+    "CalendarDay",
+    "EvalReport",
+    "FittedModel",
+    "Forecast",
+    "HorizonScore",
+    "fit",
+    "fit_batch",
+    "forecast",
+    "forecast_batch",
+    "mask_suspected_gaps",
+    "rolling_origin_eval",
+]

@@ -1,0 +1,409 @@
+"""Public value objects and entry points: fit, predict, forecast and their batch forms."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from . import _core
+from ._gaps import SUBSTANTIAL_FRACTION, mask_suspected_gaps, zero_runs
+from ._time import (
+    MINUTES_PER_DAY,
+    CalendarDay,
+    FloatArray,
+    Timeline,
+    basis_table,
+    from_epoch_minutes,
+    normalise_calendar,
+)
+
+_CHUNK = 128
+_INTERVAL_LEVELS = (0.025, 0.1, 0.9, 0.975)
+
+
+@dataclass(frozen=True, eq=False)
+class Forecast:
+    """Point forecast and quantiles for ``len(mean)`` steps starting at ``start``.
+
+    ``mean`` is NaN everywhere only when the model saw no observation at all.
+    """
+
+    mean: FloatArray
+    quantile_levels: tuple[float, ...]
+    quantiles: FloatArray  # (len(quantile_levels), horizon)
+    start: dt.datetime | None
+    step_minutes: float
+    model: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    accuracy: dict[str, Any] = field(default_factory=dict)
+
+    def quantile(self, q: float) -> FloatArray:
+        for j, level in enumerate(self.quantile_levels):
+            if math.isclose(level, q, abs_tol=1e-9):
+                return np.asarray(self.quantiles[j])
+        raise KeyError(f"quantile {q} was not requested; available: {self.quantile_levels}")
+
+
+@dataclass(frozen=True, eq=False)
+class FittedModel:
+    """A fitted model for one series; ``predict`` is cheap and may be called every step."""
+
+    step_minutes: float
+    start: dt.datetime | None
+    timezone: str
+    calendar: tuple[CalendarDay, ...]
+    quantile_levels: tuple[float, ...]
+    model: str
+    parameters: dict[str, Any]
+    accuracy: dict[str, Any]
+    n_history: int
+    timeline: Timeline = field(repr=False)
+    coef: FloatArray = field(repr=False)
+    slope_per_day: float = field(repr=False)
+    t_ref_days: float = field(repr=False)
+    scale: float = field(repr=False)
+    beta: FloatArray = field(repr=False)  # (G, F)
+    horizon_steps: FloatArray = field(repr=False)  # (G,)
+    windows: npt.NDArray[np.int64] = field(repr=False)
+    table_levels: tuple[float, ...] = field(repr=False)
+    error_table: FloatArray = field(repr=False)  # (G, nq)
+    daily_harmonics: int = field(repr=False)
+    weekly_harmonics: int = field(repr=False)
+    level_floor: float = field(repr=False)
+    zero_gap_steps: int = field(repr=False)
+    scale_by_forecast: bool = field(repr=False, default=False)
+
+    def _origin_index(self, origin: dt.datetime | int) -> int:
+        if isinstance(origin, dt.datetime):
+            if self.start is None:
+                raise ValueError("origin must be an int step offset when the model has no start")
+            k = (self.timeline.utc_minutes(np.zeros(1, dtype=np.int64))[0])
+            steps = (_epoch(origin) - k) / self.step_minutes
+            if abs(steps - round(steps)) > 1e-6:
+                raise ValueError("origin is not on the model's step grid")
+            return int(np.rint(steps))
+        if isinstance(origin, bool | float) or not isinstance(origin, int | np.integer):
+            raise TypeError("origin must be a timezone-aware datetime or an int step offset")
+        return int(origin)
+
+    def predict(
+        self, recent: npt.ArrayLike, *, origin: dt.datetime | int, horizon: int
+    ) -> Forecast:
+        """Forecast ``horizon`` steps from ``origin`` given the observations just before it.
+
+        ``recent`` holds the latest observations up to (not including) ``origin``; only the
+        last few hours are used (NaN = missing). Zero runs where the profile expects load are
+        treated as a logging gap, exactly as in fitting.
+        """
+        if horizon < 0:
+            raise ValueError("horizon must be >= 0")
+        k = self._origin_index(origin)
+        lookback = int(self.windows.max())
+        rec = np.asarray(recent, dtype=np.float64).reshape(-1)
+        n_rec = min(rec.size, lookback)
+        rec = rec[rec.size - n_rec :]
+        fc_start = (
+            None
+            if self.start is None
+            else from_epoch_minutes(
+                float(self.timeline.utc_minutes(np.array([k], dtype=np.int64))[0])
+            )
+        )
+        nq = len(self.quantile_levels)
+        if self.coef.size == 0:
+            nan = np.full(horizon, np.nan)
+            return Forecast(nan, self.quantile_levels, np.full((nq, horizon), np.nan), fc_start,
+                            self.step_minutes, self.model, self.parameters, self.accuracy)
+        idx = np.arange(k - n_rec, k + horizon, dtype=np.int64)
+        local = self.timeline.local(idx)
+        x = basis_table(self.daily_harmonics, self.weekly_harmonics)[local.phase, : self.coef.size]
+        tdays = idx * (self.step_minutes / MINUTES_PER_DAY)
+        base = x @ self.coef + self.slope_per_day * (tdays - self.t_ref_days)
+        mult = local.multiplier
+        with np.errstate(divide="ignore", invalid="ignore"):
+            y = np.where(mult[:n_rec] > 0, rec / (self.scale * mult[:n_rec]), np.nan)
+        y[~np.isfinite(y)] = np.nan
+        if self.zero_gap_steps > 0 and n_rec:
+            starts, ends = zero_runs(rec, self.zero_gap_steps)
+            for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+                if float(base[s:e].mean()) >= SUBSTANTIAL_FRACTION:
+                    y[s:e] = np.nan
+        r = y - base[:n_rec]
+        feats = np.zeros(self.windows.size)
+        for j, w in enumerate(self.windows.tolist()):
+            tail = r[max(0, n_rec - w) :]
+            tail = tail[np.isfinite(tail)]
+            if tail.size:
+                feats[j] = tail.mean()
+        h = np.log(np.arange(1, horizon + 1, dtype=np.float64))
+        grid = np.log(self.horizon_steps)
+        contrib = self.beta @ feats
+        correction = np.interp(h, grid, contrib)
+        fut = base[n_rec:]
+        yhat = np.maximum(fut + correction, 0.0)
+        level = np.maximum(yhat if self.scale_by_forecast else fut, self.level_floor)
+        out_scale = mult[n_rec:] * self.scale
+        qs = np.empty((nq, horizon))
+        for j, q in enumerate(self.quantile_levels):
+            col = self.table_levels.index(q)
+            e = np.interp(h, grid, self.error_table[:, col])
+            qs[j] = np.maximum(yhat + e * level, 0.0)
+        qs = np.sort(qs, axis=0) * out_scale
+        return Forecast(
+            mean=yhat * out_scale,
+            quantile_levels=self.quantile_levels,
+            quantiles=qs,
+            start=fc_start,
+            step_minutes=self.step_minutes,
+            model=self.model,
+            parameters=self.parameters,
+            accuracy=self.accuracy,
+        )
+
+
+def _epoch(t: dt.datetime) -> float:
+    from ._time import epoch_minutes
+
+    return epoch_minutes(t)
+
+
+def _check_quantiles(quantiles: Sequence[float]) -> tuple[float, ...]:
+    qs = tuple(float(q) for q in quantiles)
+    for q in qs:
+        if not 0.0 < q < 1.0:
+            raise ValueError(f"quantiles must be in (0, 1), got {q}")
+    return qs
+
+
+def _as_series(histories: Sequence[npt.ArrayLike] | npt.NDArray[Any]) -> list[FloatArray]:
+    if isinstance(histories, np.ndarray) and histories.dtype != object:
+        if histories.ndim != 2:
+            raise ValueError("a batch given as an array must be 2-D (series x steps)")
+        return [np.asarray(row, dtype=np.float64) for row in histories]
+    return [np.asarray(h, dtype=np.float64).reshape(-1) for h in histories]
+
+
+def _broadcast(value: Sequence[Any] | None, n: int, default: Any, name: str) -> list[Any]:
+    if value is None:
+        return [default] * n
+    out = list(value)
+    if len(out) != n:
+        raise ValueError(f"{name} must have one entry per series ({n}), got {len(out)}")
+    return out
+
+
+def _model_name(ncols: int, slope: float, cfg: _core.Config) -> str:
+    if ncols == 0:
+        return "empty"
+    if ncols == 1:
+        name = "recent-window"
+    elif ncols == 1 + 2 * cfg.daily_harmonics:
+        name = "harmonic-daily"
+    else:
+        name = "harmonic-daily-weekly"
+    if slope != 0.0:
+        name += "+trend"
+    return name + ("+direct-residual" if ncols > 1 else "")
+
+
+def fit_batch(
+    histories: Sequence[npt.ArrayLike] | npt.NDArray[Any],
+    *,
+    step_minutes: float,
+    starts: Sequence[dt.datetime | None] | None = None,
+    timezones: Sequence[str] | None = None,
+    calendars: Sequence[Sequence[CalendarDay] | None] | None = None,
+    quantiles: Sequence[float] = (0.5, 0.9),
+    zero_gap_minutes: float = 10,
+    _config: _core.Config | None = None,
+) -> list[FittedModel]:
+    """Fit one model per series; series sharing length, start, time zone and calendar share
+    one design matrix and are solved together."""
+    if not step_minutes > 0:
+        raise ValueError("step_minutes must be > 0")
+    cfg = _config or _core.DEFAULT
+    series = _as_series(histories)
+    n = len(series)
+    qs = _check_quantiles(quantiles)
+    start_list = _broadcast(starts, n, None, "starts")
+    tz_list = _broadcast(timezones, n, "UTC", "timezones")
+    cal_list = [normalise_calendar(c) for c in _broadcast(calendars, n, None, "calendars")]
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i in range(n):
+        key = (series[i].size, start_list[i], tz_list[i] if start_list[i] else "UTC", cal_list[i])
+        groups.setdefault(key, []).append(i)
+    models: list[FittedModel | None] = [None] * n
+    for (_length, start, tz, cal), members in groups.items():
+        timeline = Timeline.build(start, step_minutes, tz, cal)
+        for c0 in range(0, len(members), _CHUNK):
+            chunk = members[c0 : c0 + _CHUNK]
+            fitted = _fit_group(
+                np.stack([series[i] for i in chunk]) if series[chunk[0]].size else
+                np.zeros((len(chunk), 0)),
+                timeline, start, tz, cal, step_minutes, qs, zero_gap_minutes, cfg,
+            )
+            for i, model in zip(chunk, fitted, strict=True):
+                models[i] = model
+    return [m for m in models if m is not None]
+
+
+def _fit_group(
+    raw: FloatArray,
+    timeline: Timeline,
+    start: dt.datetime | None,
+    timezone: str,
+    calendar: tuple[CalendarDay, ...],
+    step_minutes: float,
+    quantiles: tuple[float, ...],
+    zero_gap_minutes: float,
+    cfg: _core.Config,
+) -> list[FittedModel]:
+    n_history = raw.shape[1]
+    if raw.shape[1] == 0:
+        # Padding with one missing step keeps every array non-empty; the model is "empty".
+        raw = np.full((raw.shape[0], 1), np.nan)
+    m, t = raw.shape
+    zero_gap_steps = 0 if zero_gap_minutes <= 0 else _core.steps_for(zero_gap_minutes, step_minutes)
+    y = np.where(np.isfinite(raw), raw, np.nan)
+    masked = np.zeros(m, dtype=np.int64)
+    if zero_gap_steps:
+        for i in range(m):
+            before = np.isnan(y[i]).sum()
+            y[i] = mask_suspected_gaps(y[i], min_run=zero_gap_steps)
+            masked[i] = int(np.isnan(y[i]).sum() - before)
+    local = timeline.local(np.arange(t, dtype=np.int64))
+    mult = local.multiplier
+    with np.errstate(divide="ignore", invalid="ignore"):
+        y = np.where(mult[None, :] > 0, y / mult[None, :], np.nan)
+    scale = np.ones(m)
+    for i in range(m):
+        pos = y[i][y[i] > 0]
+        if pos.size:
+            scale[i] = float(np.median(pos))
+    ys = y / scale[:, None]
+    x_full = basis_table(cfg.daily_harmonics, cfg.weekly_harmonics)[local.phase]
+    gram_cache: dict[tuple[int, int], FloatArray] = {}
+    core = _core.fit_core(ys, x_full, local.day, step_minutes, cfg, gram_cache)
+    levels = tuple(sorted(set(quantiles) | set(_INTERVAL_LEVELS)))
+    cal = _core.calibrate(ys, x_full, local.day, core, levels, step_minutes, cfg, gram_cache)
+    hs = _core.horizon_grid(cfg, step_minutes).astype(np.float64)
+    windows = _core.feature_windows(cfg, step_minutes)
+    out: list[FittedModel] = []
+    for i in range(m):
+        nc = int(core.ncols[i])
+        slope = float(core.slope[i])
+        params: dict[str, Any] = {
+            "regime": ["empty", "recent-window", "daily", "daily+weekly"][
+                0 if nc == 0 else 1 if nc == 1 else 2 if nc == 1 + 2 * cfg.daily_harmonics else 3
+            ],
+            "daily_harmonics": cfg.daily_harmonics if nc > 1 else 0,
+            "weekly_harmonics": cfg.weekly_harmonics if nc > 1 + 2 * cfg.daily_harmonics else 0,
+            "history_steps": n_history,
+            "observed_steps": int(np.isfinite(ys[i]).sum()),
+            "observed_span_days": round(float(core.span_days[i]), 4),
+            "masked_zero_gap_steps": int(masked[i]),
+            "scale": float(scale[i]),
+            "trend_per_day": slope * float(scale[i]),
+            "trend_relative_per_day": slope,
+            "recency_halflife_days": cfg.halflife_days,
+            "residual_windows_minutes": list(cfg.feature_windows_minutes),
+            "timezone": timezone,
+        }
+        out.append(
+            FittedModel(
+                step_minutes=step_minutes,
+                start=start,
+                timezone=timezone,
+                calendar=calendar,
+                quantile_levels=quantiles,
+                model=_model_name(nc, slope, cfg),
+                parameters=params,
+                accuracy=cal.accuracy[i] if nc else {"method": "none (no observations)"},
+                n_history=n_history,
+                timeline=timeline,
+                coef=core.coef[i, :nc].copy(),
+                slope_per_day=slope,
+                t_ref_days=core.t_ref,
+                scale=float(scale[i]),
+                beta=core.beta[i].copy(),
+                horizon_steps=hs,
+                windows=windows,
+                table_levels=levels,
+                error_table=cal.table[i].copy(),
+                daily_harmonics=cfg.daily_harmonics,
+                weekly_harmonics=cfg.weekly_harmonics,
+                level_floor=cfg.level_floor,
+                zero_gap_steps=zero_gap_steps,
+                scale_by_forecast=cfg.scale_by_forecast,
+            )
+        )
+    return out
+
+
+def fit(
+    history: npt.ArrayLike,
+    *,
+    step_minutes: float,
+    start: dt.datetime | None = None,
+    timezone: str = "UTC",
+    calendar: Sequence[CalendarDay] | None = None,
+    quantiles: Sequence[float] = (0.5, 0.9),
+    zero_gap_minutes: float = 10,
+) -> FittedModel:
+    """Fit one series (the expensive part); see ``fit_batch`` for many."""
+    return fit_batch(
+        [np.asarray(history, dtype=np.float64).reshape(-1)],
+        step_minutes=step_minutes,
+        starts=[start],
+        timezones=[timezone],
+        calendars=[calendar],
+        quantiles=quantiles,
+        zero_gap_minutes=zero_gap_minutes,
+    )[0]
+
+
+def _forecast_from(model: FittedModel, history: FloatArray, horizon: int) -> Forecast:
+    return model.predict(history, origin=history.size, horizon=horizon)
+
+
+def forecast(
+    history: npt.ArrayLike,
+    *,
+    step_minutes: float,
+    horizon: int,
+    quantiles: Sequence[float] = (0.5, 0.9),
+    start: dt.datetime | None = None,
+    timezone: str = "UTC",
+    calendar: Sequence[CalendarDay] | None = None,
+    zero_gap_minutes: float = 10,
+) -> Forecast:
+    """Fit on ``history`` and forecast the ``horizon`` steps that follow it."""
+    h = np.asarray(history, dtype=np.float64).reshape(-1)
+    model = fit(h, step_minutes=step_minutes, start=start, timezone=timezone, calendar=calendar,
+                quantiles=quantiles, zero_gap_minutes=zero_gap_minutes)
+    return _forecast_from(model, h, horizon)
+
+
+def forecast_batch(
+    histories: Sequence[npt.ArrayLike] | npt.NDArray[Any],
+    *,
+    step_minutes: float,
+    horizon: int,
+    quantiles: Sequence[float] = (0.5, 0.9),
+    starts: Sequence[dt.datetime | None] | None = None,
+    timezones: Sequence[str] | None = None,
+    calendars: Sequence[Sequence[CalendarDay] | None] | None = None,
+    zero_gap_minutes: float = 10,
+) -> list[Forecast]:
+    """Batch form of ``forecast``: one shared fit, one forecast per series."""
+    series = _as_series(histories)
+    models = fit_batch(series, step_minutes=step_minutes, starts=starts, timezones=timezones,
+                       calendars=calendars, quantiles=quantiles,
+                       zero_gap_minutes=zero_gap_minutes)
+    return [_forecast_from(m, s, horizon) for m, s in zip(models, series, strict=True)]

@@ -1,0 +1,182 @@
+"""Rolling-origin evaluation against a seasonal naive forecast."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ._core import steps_for
+from ._gaps import mask_suspected_gaps
+from ._model import FittedModel, fit
+from ._time import MINUTES_PER_DAY, CalendarDay
+
+
+@dataclass(frozen=True)
+class HorizonScore:
+    horizon_minutes: float
+    mae: float
+    mae_naive: float
+    mase: float
+    pinball: float
+    coverage_80: float | None
+    coverage_95: float | None
+    n_points: int
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    naive: str  # "weekly" or "daily" seasonal naive
+    quantiles: tuple[float, ...]
+    n_origins: int
+    n_fits: int
+    scores: tuple[HorizonScore, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "naive": self.naive,
+            "quantiles": list(self.quantiles),
+            "n_origins": self.n_origins,
+            "n_fits": self.n_fits,
+            "horizons": {
+                f"{s.horizon_minutes:g}": {
+                    "mae": s.mae,
+                    "mase": s.mase,
+                    "mae_naive": s.mae_naive,
+                    "pinball": s.pinball,
+                    "coverage_80": s.coverage_80,
+                    "coverage_95": s.coverage_95,
+                    "n_points": s.n_points,
+                }
+                for s in self.scores
+            },
+        }
+
+
+def _nan_or(x: float) -> float:
+    return float(x) if math.isfinite(x) else float("nan")
+
+
+def rolling_origin_eval(
+    series: npt.ArrayLike,
+    *,
+    step_minutes: float = 1,
+    start: dt.datetime | None = None,
+    timezone: str = "UTC",
+    calendar: Sequence[CalendarDay] | None = None,
+    train_days: float | None = None,
+    horizons: Sequence[float] = (5, 60, 1440),
+    quantiles: Sequence[float] = (0.025, 0.1, 0.5, 0.9, 0.975),
+    zero_gap_minutes: float = 10,
+    eval_days: float = 7.0,
+    refit_every_minutes: float = 1440.0,
+    origin_every_minutes: float = 1.0,
+) -> EvalReport:
+    """Evaluate forecasts made from every origin of the last ``eval_days`` of ``series``.
+
+    The model is refitted every ``refit_every_minutes`` on what precedes the refit point
+    (the last ``train_days`` only, if given) and, in between, advanced with ``predict`` on
+    the observations before each origin, as the daemon does. ``horizons`` are in minutes:
+    horizon h scores the h-th forecast step. Truth and naive both come from the series
+    with suspected zero gaps masked; points where either is missing are skipped. The naive
+    is the weekly seasonal naive when the series spans two weeks, else the daily one.
+    """
+    raw = np.asarray(series, dtype=np.float64).reshape(-1)
+    n = raw.size
+    zg = 0 if zero_gap_minutes <= 0 else steps_for(zero_gap_minutes, step_minutes)
+    truth = mask_suspected_gaps(raw, min_run=zg) if zg else raw.copy()
+    weekly = n * step_minutes >= 14 * MINUTES_PER_DAY
+    season = steps_for((7 if weekly else 1) * MINUTES_PER_DAY, step_minutes)
+    h_steps = [steps_for(h, step_minutes) for h in horizons]
+    max_h = max(h_steps)
+    eval_len = min(steps_for(eval_days * MINUTES_PER_DAY, step_minutes), n // 2)
+    first = n - eval_len
+    refit = steps_for(refit_every_minutes, step_minutes)
+    stride = steps_for(origin_every_minutes, step_minutes)
+    train_len = None if train_days is None else steps_for(train_days * MINUTES_PER_DAY,
+                                                          step_minutes)
+    qs = tuple(float(q) for q in quantiles)
+    lookback = steps_for(MINUTES_PER_DAY, step_minutes)
+    points: dict[int, list[tuple[float, float, npt.NDArray[np.float64]]]] = {
+        h: [] for h in h_steps
+    }
+    model: FittedModel | None = None
+    fit_at = -1
+    fit_from = 0
+    n_fits = 0
+    n_origins = 0
+    for o in range(first, n, stride):
+        f = first + ((o - first) // refit) * refit
+        if model is None or f != fit_at:
+            fit_from = 0 if train_len is None else max(0, f - train_len)
+            s = None if start is None else start + dt.timedelta(minutes=fit_from * step_minutes)
+            model = fit(raw[fit_from:f], step_minutes=step_minutes, start=s, timezone=timezone,
+                        calendar=calendar, quantiles=qs, zero_gap_minutes=zero_gap_minutes)
+            fit_at = f
+            n_fits += 1
+        fc = model.predict(raw[max(0, o - lookback) : o], origin=o - fit_from, horizon=max_h)
+        n_origins += 1
+        qmat = np.stack([fc.quantile(q) for q in qs])
+        for h in h_steps:
+            t = o + h - 1
+            if t >= n:
+                continue
+            lag = season * math.ceil(h / season)
+            if t - lag < 0:
+                continue
+            y = truth[t]
+            naive = truth[t - lag]
+            pred = fc.mean[h - 1]
+            if not (math.isfinite(y) and math.isfinite(naive) and math.isfinite(pred)):
+                continue
+            points[h].append((y - pred, y - naive, y - qmat[:, h - 1]))
+    scores = []
+    qarr = np.asarray(qs)
+    for h_min, h in zip(horizons, h_steps, strict=True):
+        pts = points[h]
+        if not pts:
+            scores.append(HorizonScore(float(h_min), math.nan, math.nan, math.nan, math.nan,
+                                       None, None, 0))
+            continue
+        e = np.array([p[0] for p in pts])
+        en = np.array([p[1] for p in pts])
+        eq = np.stack([p[2] for p in pts])  # y - quantile, (points, nq)
+        mae = float(np.mean(np.abs(e)))
+        mae_naive = float(np.mean(np.abs(en)))
+        pinball = float(np.mean(np.maximum(qarr * eq, (qarr - 1.0) * eq)))
+        scores.append(
+            HorizonScore(
+                horizon_minutes=float(h_min),
+                mae=mae,
+                mae_naive=mae_naive,
+                mase=_nan_or(mae / mae_naive) if mae_naive > 0 else math.nan,
+                pinball=pinball,
+                coverage_80=_interval_coverage(qs, eq, 0.1, 0.9),
+                coverage_95=_interval_coverage(qs, eq, 0.025, 0.975),
+                n_points=len(pts),
+            )
+        )
+    return EvalReport(
+        naive="weekly" if weekly else "daily",
+        quantiles=qs,
+        n_origins=n_origins,
+        n_fits=n_fits,
+        scores=tuple(scores),
+    )
+
+
+def _interval_coverage(
+    qs: tuple[float, ...], eq: npt.NDArray[np.float64], lo: float, hi: float
+) -> float | None:
+    try:
+        i = next(j for j, q in enumerate(qs) if math.isclose(q, lo))
+        k = next(j for j, q in enumerate(qs) if math.isclose(q, hi))
+    except StopIteration:
+        return None
+    # eq holds y - quantile: inside the interval means y >= lower and y <= upper.
+    return float(np.mean((eq[:, i] >= 0) & (eq[:, k] <= 0)))

@@ -1,0 +1,263 @@
+"""Value-level tests of the forecasting library."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pytest
+import statsmodels.api as sm
+
+import forecasting
+from forecasting import _core
+from forecasting._time import Timeline, basis_table
+
+UTC = dt.UTC
+START = dt.datetime(2025, 1, 6, tzinfo=UTC)  # a Monday
+TRACES = Path(__file__).resolve().parents[1] / "examples" / "traces"
+
+
+def daily_series(days: float, *, level: float = 100.0, peak_hour: float = 14.0,
+                 noise: float = 0.05, seed: int = 0, start: dt.datetime = START,
+                 timezone: str = "UTC") -> np.ndarray:
+    """Minute series whose daily peak sits at ``peak_hour`` local time."""
+    rng = np.random.default_rng(seed)
+    n = int(days * 1440)
+    zone = ZoneInfo(timezone)
+    local_hours = np.array([
+        (start + dt.timedelta(minutes=int(i))).astimezone(zone).hour
+        + (start + dt.timedelta(minutes=int(i))).astimezone(zone).minute / 60.0
+        for i in range(0, n, 10)
+    ])
+    hours = np.repeat(local_hours, 10)[:n]
+    cycle = 1.0 + 0.6 * np.cos(2 * np.pi * (hours - peak_hour) / 24.0)
+    return level * cycle * rng.lognormal(0.0, noise, n)
+
+
+def test_short_history_one_hour_uses_recent_level() -> None:
+    y = np.full(60, 50.0)
+    y[-20:] = 80.0
+    fc = forecasting.forecast(y, step_minutes=1, horizon=30, start=START)
+    assert fc.model.startswith("recent-window")
+    assert fc.mean.shape == (30,)
+    # The next minutes follow the latest level; further out stays within the observed range.
+    assert fc.mean[0] == pytest.approx(80.0, rel=0.1)
+    assert np.all((fc.mean > 45.0) & (fc.mean < 85.0))
+    assert np.all(fc.quantile(0.9) >= fc.quantile(0.5))
+
+
+def test_one_observation_and_all_nan() -> None:
+    fc = forecasting.forecast([42.0], step_minutes=1, horizon=5)
+    np.testing.assert_allclose(fc.mean, 42.0)
+    empty = forecasting.forecast(np.full(100, np.nan), step_minutes=1, horizon=5)
+    assert empty.model == "empty"
+    assert np.isnan(empty.mean).all()
+    none = forecasting.forecast([], step_minutes=1, horizon=3)
+    assert np.isnan(none.mean).all()
+
+
+def test_one_day_history_learns_daily_shape() -> None:
+    y = daily_series(1.5, peak_hour=14.0)
+    fc = forecasting.forecast(y, step_minutes=1, horizon=1440, start=START)
+    assert fc.parameters["regime"] == "daily"
+    first = START + dt.timedelta(minutes=y.size)
+    peak_minute = int(np.argmax(fc.mean))
+    peak_at = first + dt.timedelta(minutes=peak_minute)
+    assert abs((peak_at.hour + peak_at.minute / 60) - 14.0) < 1.5
+
+
+def test_ten_days_daily_only_and_accurate() -> None:
+    y = daily_series(11.0, seed=3)
+    hist, fut = y[: 10 * 1440], y[10 * 1440 :]
+    fc = forecasting.forecast(hist, step_minutes=1, horizon=1440, start=START)
+    assert fc.parameters["regime"] == "daily"
+    assert np.mean(np.abs(fc.mean - fut)) / np.mean(fut) < 0.08
+    assert 0.6 < np.mean(fut <= fc.quantile(0.9)) <= 1.0
+
+
+def test_nan_stretch_is_skipped_not_zero() -> None:
+    y = daily_series(8.0, seed=5)
+    y[3 * 1440 : 5 * 1440] = np.nan
+    fc = forecasting.forecast(y, step_minutes=1, horizon=1440, start=START)
+    clean = forecasting.forecast(daily_series(8.0, seed=5), step_minutes=1, horizon=1440,
+                                 start=START)
+    assert np.mean(np.abs(fc.mean - clean.mean)) / np.mean(clean.mean) < 0.05
+
+
+def test_suspected_zero_gap_is_masked() -> None:
+    y = daily_series(8.0, seed=6)
+    y[-3 * 1440 : -3 * 1440 + 180] = 0.0
+    masked = forecasting.mask_suspected_gaps(y, min_run=10)
+    assert np.isnan(masked[-3 * 1440 : -3 * 1440 + 180]).all()
+    assert np.isfinite(masked[: -3 * 1440]).all()
+    # A short zero run and a genuinely idle series are left alone.
+    short = daily_series(2.0, seed=6)
+    short[100:105] = 0.0
+    assert np.isfinite(forecasting.mask_suspected_gaps(short, min_run=10)).all()
+    idle = np.zeros(500)
+    idle[::50] = 3.0
+    assert np.isfinite(forecasting.mask_suspected_gaps(idle, min_run=10)).all()
+    # An ongoing gap at the end of `recent` must not pull predict() to zero.
+    model = forecasting.fit(y[:-60], step_minutes=1, start=START)
+    recent = y[-420:-60].copy()
+    recent[-30:] = 0.0
+    fc = model.predict(recent, origin=y.size - 60, horizon=30)
+    gapless = model.predict(y[-420:-60], origin=y.size - 60, horizon=30)
+    assert np.min(fc.mean) > 0.5 * np.min(gapless.mean)
+    off = forecasting.fit(y[:-60], step_minutes=1, start=START, zero_gap_minutes=0)
+    assert off.parameters["masked_zero_gap_steps"] == 0
+    assert model.parameters["masked_zero_gap_steps"] == 180
+
+
+@pytest.mark.parametrize("zone", ["Europe/Berlin", "America/New_York"])
+def test_daylight_saving_keeps_local_peak_hour(zone: str) -> None:
+    # History ends just before the spring-forward change; forecast the days after it.
+    # The history ends at local midnight two days before the change (NY 9 March, Berlin
+    # 30 March 2025), so the three forecast days straddle it.
+    start = (dt.datetime(2025, 2, 28, 5, tzinfo=UTC) if zone == "America/New_York"
+             else dt.datetime(2025, 3, 20, tzinfo=UTC))
+    y = daily_series(8.0, peak_hour=9.0, noise=0.02, start=start, timezone=zone)
+    fc = forecasting.forecast(y, step_minutes=1, horizon=3 * 1440, start=start, timezone=zone)
+    assert fc.start is not None
+    tz = ZoneInfo(zone)
+    offsets = set()
+    for d in range(3):
+        day = fc.mean[d * 1440 : (d + 1) * 1440]
+        when = fc.start + dt.timedelta(minutes=d * 1440 + int(np.argmax(day)))
+        local = when.astimezone(tz)
+        offsets.add(local.utcoffset())
+        assert abs(local.hour + local.minute / 60 - 9.0) < 1.0
+    assert len(offsets) == 2, "the forecast window must span the change"
+
+
+def test_calendar_day_behaves_like_sunday_and_scales() -> None:
+    rng = np.random.default_rng(9)
+    days = 21
+    t = np.arange(days * 1440)
+    weekday = (t // 1440) % 7
+    y = np.where(weekday >= 5, 40.0, 100.0) * rng.lognormal(0, 0.03, t.size)
+    holiday = dt.date(2025, 1, 22)  # a Wednesday in the history (day 16)
+    d = (holiday - START.date()).days
+    y[d * 1440 : (d + 1) * 1440] = 40.0
+    future_holiday = START.date() + dt.timedelta(days=days + 1)  # a Tuesday
+    cal = [forecasting.CalendarDay(holiday, like_weekday=6),
+           forecasting.CalendarDay(future_holiday, multiplier=0.5)]
+    fc = forecasting.forecast(y, step_minutes=1, horizon=3 * 1440, start=START, calendar=cal)
+    plain = forecasting.forecast(y, step_minutes=1, horizon=3 * 1440, start=START)
+    monday = fc.mean[600:900].mean()
+    tuesday = fc.mean[1440 + 600 : 1440 + 900].mean()
+    assert monday == pytest.approx(100.0, rel=0.1)
+    assert tuesday == pytest.approx(50.0, rel=0.12)
+    # Without the calendar the Sunday-like Wednesday pulls weekday forecasts down.
+    assert plain.mean[600:900].mean() < monday
+
+
+def test_trend_moves_forecast_but_spike_does_not() -> None:
+    rng = np.random.default_rng(11)
+    days = 21
+    t = np.arange(days * 1440 + 1440)
+    base = 100.0 * (1 + 0.2 * np.cos(2 * np.pi * (t % 1440) / 1440))
+    growth = base * (1 + 0.03 * t / 1440) * rng.lognormal(0, 0.05, t.size)
+    fc = forecasting.forecast(growth[:-1440], step_minutes=1, horizon=1440, start=START)
+    assert "trend" in fc.model
+    assert fc.parameters["trend_relative_per_day"] > 0.01
+    assert np.mean(np.abs(fc.mean - growth[-1440:])) / growth[-1440:].mean() < 0.06
+
+    flat = base * rng.lognormal(0, 0.05, t.size)
+    spiky = flat.copy()
+    spiky[(days - 3) * 1440 : (days - 3) * 1440 + 240] *= 8.0
+    fc_spike = forecasting.forecast(spiky[:-1440], step_minutes=1, horizon=1440, start=START)
+    assert "trend" not in fc_spike.model
+    assert np.mean(np.abs(fc_spike.mean - flat[-1440:])) / flat[-1440:].mean() < 0.06
+
+
+def test_batch_equals_single_and_handles_ragged_lengths() -> None:
+    ys = [daily_series(3.0, seed=s, level=10.0 ** s) for s in range(3)]
+    ys[1] = ys[1].copy()
+    ys[1][500:900] = np.nan
+    ys.append(daily_series(2.0, seed=7))
+    batch = forecasting.forecast_batch(ys, step_minutes=1, horizon=240, starts=[START] * 4,
+                                       quantiles=(0.1, 0.5, 0.9))
+    for y, b in zip(ys, batch, strict=True):
+        single = forecasting.forecast(y, step_minutes=1, horizon=240, start=START,
+                                      quantiles=(0.1, 0.5, 0.9))
+        np.testing.assert_allclose(b.mean, single.mean, rtol=1e-8)
+        np.testing.assert_allclose(b.quantile(0.9), single.quantile(0.9), rtol=1e-8)
+    two_d = forecasting.fit_batch(np.stack(ys[:3]), step_minutes=1, starts=[START] * 3)
+    assert len(two_d) == 3
+
+
+def test_predict_tracks_level_shift() -> None:
+    # Demand wanders around its profile (persistent deviations), as real load does, so the
+    # residual model learns that a deviation lasts.
+    rng = np.random.default_rng(12)
+    wander = np.zeros(9 * 1440)
+    for i in range(1, wander.size):
+        wander[i] = 0.998 * wander[i - 1] + rng.normal(0, 0.01)
+    y = daily_series(9.0, seed=12) * np.exp(wander)
+    model = forecasting.fit(y[: 8 * 1440], step_minutes=1, start=START)
+    shifted = y[8 * 1440 : 8 * 1440 + 600] * 1.6
+    origin = START + dt.timedelta(minutes=8 * 1440 + 600)
+    fc = model.predict(shifted, origin=origin, horizon=60)
+    expected = y[8 * 1440 + 600 : 8 * 1440 + 660] * 1.6
+    unshifted = model.predict(y[8 * 1440 : 8 * 1440 + 600], origin=origin, horizon=60)
+    assert fc.start == origin
+    assert np.mean(np.abs(fc.mean - expected)) < 0.5 * np.mean(np.abs(unshifted.mean - expected))
+
+
+def test_quantiles_ordered_non_negative_and_json() -> None:
+    y = daily_series(15.0, seed=13, noise=0.3) * 1e5  # ~1e7 scale
+    fc = forecasting.forecast(y, step_minutes=1, horizon=600, start=START,
+                              quantiles=(0.05, 0.5, 0.9, 0.99))
+    qs = np.stack([fc.quantile(q) for q in fc.quantile_levels])
+    assert np.all(np.diff(qs, axis=0) >= 0)
+    assert np.all(qs >= 0) and np.all(fc.mean >= 0)
+    assert fc.parameters["regime"] == "daily+weekly"
+    with pytest.raises(KeyError):
+        fc.quantile(0.42)
+    json.dumps(fc.parameters)
+    json.dumps(fc.accuracy)
+    assert 0.7 <= fc.accuracy["coverage_80"] <= 0.9
+    # Forecasts never go negative even when demand collapses at the end.
+    y2 = y.copy()
+    y2[-120:] = 1.0
+    assert np.all(forecasting.forecast(y2, step_minutes=1, horizon=300, start=START).mean >= 0)
+
+
+def test_weighted_least_squares_matches_statsmodels() -> None:
+    rng = np.random.default_rng(2)
+    t = 3 * 1440
+    tl = Timeline.build(START, 1, "UTC", ())
+    x = basis_table(4, 0)[tl.local(np.arange(t, dtype=np.int64)).phase]
+    y = x @ rng.normal(size=x.shape[1]) + rng.normal(size=t)
+    y[100:400] = np.nan
+    w = rng.uniform(0.5, 1.0, t)
+    obs = np.isfinite(y)
+    ours = _core._wls_batch(y[None, :], obs[None, :], x, w, {})[0]
+    ref = sm.WLS(y[obs], x[obs], weights=w[obs]).fit().params
+    np.testing.assert_allclose(ours, ref, rtol=1e-3, atol=1e-3)
+
+
+def _trace(name: str) -> tuple[np.ndarray, dt.datetime]:
+    raw = np.genfromtxt(TRACES / name, delimiter=",", skip_header=1, usecols=(1, 2))
+    first = (TRACES / name).read_text().splitlines()[1].split(",")[0]
+    return raw[:, 0] + 3 * raw[:, 1], dt.datetime.fromisoformat(first.replace("Z", "+00:00"))
+
+
+def test_servegen_m_small_acceptance() -> None:
+    y, start = _trace("servegen_m-small.csv")
+    report = forecasting.rolling_origin_eval(
+        y, step_minutes=1, start=start, horizons=(5, 60, 1440), refit_every_minutes=360,
+        origin_every_minutes=30,
+    ).to_dict()
+    assert report["naive"] == "weekly"
+    h = report["horizons"]
+    assert h["5"]["mase"] <= 0.35
+    assert h["60"]["mase"] <= 0.55
+    assert h["1440"]["mase"] <= 0.70
+    for k in ("5", "60", "1440"):
+        assert 0.75 <= h[k]["coverage_80"] <= 0.85
+        assert 0.92 <= h[k]["coverage_95"] <= 0.98
