@@ -1,0 +1,1 @@
+"""Pure planning: economics of the cost contract, the planner, and the backtest."""

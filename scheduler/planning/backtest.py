@@ -1,0 +1,436 @@
+"""Replay a usage trace through the real forecaster and planner against a simulated provider.
+
+Online: the decision at minute ``t`` sees usage before ``t`` only; capacity at ``t`` is
+what earlier decisions set up (elastic requested at ``t - lead`` or earlier, commitments
+bought at or before ``t``). Deterministic, no database, no clock.
+
+Logging gaps: runs of at least ``zero_gap_minutes`` all-zero minutes (and minutes absent
+from the file) are missing data, so the forecaster sees NaN there, and a zero run still in
+progress at a decision is treated as missing too (holding capacity is the safe reading).
+Billing follows the file: a gap minute has zero demand, so nothing spills, while the
+capacity held through it is paid like any other minute.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from scheduler.config import Deployment
+from scheduler.planning import seasonal
+from scheduler.planning.economics import (
+    CostBreakdown,
+    FloatArray,
+    as_datetime,
+    as_minute,
+    dedicated_at_peak_cost,
+    demand_units,
+    payg_cost_per_minute,
+    payg_total_cost,
+    schedule_cost,
+)
+from scheduler.planning.hindsight import hindsight_optimum
+from scheduler.planning.planner import (
+    DemandForecast,
+    Plan,
+    PlannerSettings,
+    SpillToDate,
+    plan,
+    quantile_at,
+)
+from scheduler.planning.inputs import ForecastLike, planning_forecast
+from scheduler.planning.simulator import ProviderEvent, SimulatedProvider
+from scheduler.usagefile import ParsedUsage
+
+MINUTE = dt.timedelta(minutes=1)
+
+
+class ModelLike(Protocol):
+    def predict(self, recent: npt.ArrayLike, *, origin: dt.datetime,
+                horizon: int) -> ForecastLike: ...
+
+
+class ForecasterLike(Protocol):
+    """The part of the ``forecasting`` package the backtest uses (injectable for tests)."""
+
+    def fit(self, history: npt.ArrayLike, *, step_minutes: float, start: dt.datetime | None,
+            timezone: str, calendar: Any, quantiles: Sequence[float],
+            zero_gap_minutes: float) -> ModelLike: ...
+
+
+@dataclass(frozen=True)
+class BacktestSettings:
+    planner: PlannerSettings = field(default_factory=lambda: PlannerSettings(
+        horizon_minutes=120))
+    quantiles: tuple[float, ...] = (0.5, 0.9, 0.975)
+    #: Refit the forecaster this often (the daemon's default refit cadence is hourly;
+    #: daily keeps a 30-day backtest within its time budget, predictions stay per minute).
+    refit_minutes: int = 1440
+    history_days: int = 28
+    #: Observations passed to ``predict`` (it uses the last few hours).
+    recent_minutes: int = 360
+    #: Commitment decisions once a day at this UTC hour (and at the first minute).
+    commit_hour_utc: int = 0
+    commit_forecast_minutes: int = 10_080
+    zero_gap_minutes: int = 10
+    reactive_window_minutes: int = 5
+    reactive_headroom: float = 0.2
+    #: Re-plan at least this often (and whenever the followed plan changes or an
+    #: observation leaves its forecast band; see :class:`_Followed`).
+    replan_minutes: int = 10
+    #: Lay the trusted seasonal envelope of the history over the model's quantiles
+    #: (:mod:`scheduler.planning.seasonal`).
+    seasonal: bool = True
+    seasonal_rel_tol: float = 0.01
+    #: History handed to the seasonal component (enough for its 3 weeks + horizon).
+    seasonal_history_minutes: int = 4 * 10_080
+
+
+def _load_forecaster() -> ForecasterLike:
+    import forecasting
+
+    return forecasting  # type: ignore[return-value]
+
+
+def _gap_mask(values: FloatArray, missing: npt.NDArray[np.bool_], min_run: int) -> Any:
+    """Minutes inside runs of at least ``min_run`` zero-or-missing minutes."""
+    zero = (values == 0) | missing
+    padded = np.concatenate([[False], zero, [False]])
+    edges = np.flatnonzero(padded[1:] != padded[:-1])
+    mask = missing.copy()
+    for a, b in zip(edges[0::2], edges[1::2], strict=True):
+        if b - a >= min_run:
+            mask[a:b] = True
+    return mask
+
+
+def _calendar(forecaster: Any, deployment: Deployment) -> Any:
+    if not deployment.calendar or not hasattr(forecaster, "CalendarDay"):
+        return None
+    return [forecaster.CalendarDay(e.date, like_weekday=e.like_weekday,
+                                   multiplier=e.multiplier) for e in deployment.calendar]
+
+
+def _window_bounds(minutes: npt.NDArray[np.datetime64], start: dt.datetime | None,
+                   end: dt.datetime | None) -> tuple[np.datetime64, np.datetime64]:
+    first = minutes[0]
+    w0 = first if start is None else as_minute(start)
+    w1 = minutes[-1] + np.timedelta64(1, "m") if end is None else as_minute(end)
+    if w1 <= w0:
+        raise ValueError("the backtest window is empty (end <= start)")
+    if w0 < first:
+        raise ValueError(f"start {as_datetime(w0):%Y-%m-%dT%H:%MZ} is before the trace")
+    return w0, w1
+
+
+class _Followed:
+    """The last plan, followed minute by minute until a re-plan is due.
+
+    Between plans the elastic target is the plan's own schedule (the units to hold or
+    request at each minute: the most planned over the next ``lead`` minutes). A re-plan is
+    due every ``replan_minutes``, at any minute where the followed plan's required
+    capacity or target changes, and as soon as an observation falls outside the plan's
+    forecast band (above its top quantile, or further below the median than the top is
+    above it). Re-planning only then is what keeps a 30-day backtest fast; the decisions
+    are those of re-planning every minute up to the staleness of ``replan_minutes``.
+    """
+
+    def __init__(self, k: int, p: Plan, lead: int) -> None:
+        self.k = k
+        self.plan = p
+        elastic = p.elastic_target
+        window = lead + 1
+        padded = np.concatenate([elastic, np.full(window, elastic[-1] if elastic.size else 0)])
+        self.wanted = np.lib.stride_tricks.sliding_window_view(padded, window).max(axis=1)[
+            : elastic.size]
+        self.required = p.required_units
+        self.top = p.forecast_values[-1]
+        self.median = quantile_at(p.forecast_levels, p.forecast_values, 0.5)
+        self.lead = lead
+        action = p.action_now()
+        self.reason = action.reason if action is not None else ""
+
+    def target(self, k: int) -> int:
+        return int(self.wanted[min(k - self.k, self.wanted.size - 1)])
+
+    def due(self, k: int, observed: float | None, cfg: BacktestSettings) -> bool:
+        i = k - self.k
+        if i >= cfg.replan_minutes or i + self.lead + 1 >= self.wanted.size:
+            return True
+        if self.required[i] != self.required[i - 1] or self.wanted[i] != self.wanted[i - 1]:
+            return True
+        if observed is not None:
+            hi, mid = float(self.top[i - 1]), float(self.median[i - 1])
+            if observed > hi + 1e-9 or observed < mid - (hi - mid) - 1e-9:
+                return True
+        return False
+
+
+def run_backtest(
+    usage: ParsedUsage,
+    deployment: Deployment,
+    out_dir: Path,
+    *,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+    settings: BacktestSettings | None = None,
+    forecaster: ForecasterLike | None = None,
+) -> dict[str, Any]:
+    """Backtest one deployment over ``[start, end)``; write the outputs; return the summary."""
+    cfg = settings or BacktestSettings()
+    fcst = forecaster if forecaster is not None else _load_forecaster()
+    dep = deployment
+    rows = np.ones(len(usage), dtype=bool)
+    if usage.deployments is not None:
+        rows = usage.deployments == dep.name
+        if not rows.any():
+            raise ValueError(f"{usage.path}: no rows for deployment {dep.name!r}")
+    minutes = usage.minutes[rows].astype("datetime64[m]")
+    if minutes.size == 0:
+        raise ValueError(f"{usage.path}: no usage rows")
+    w0, w1 = _window_bounds(minutes, start, end)
+
+    # A dense minute grid from the trace's first minute to the window's end; minutes absent
+    # from the file are missing (zero tokens, flagged).
+    first = minutes[0]
+    n_all = int((w1 - first).astype(np.int64))
+    idx = (minutes - first).astype(np.int64)
+    keep = idx < n_all
+    inp = np.zeros(n_all)
+    out = np.zeros(n_all)
+    missing = np.ones(n_all, dtype=bool)
+    inp[idx[keep]] = usage.input_tokens[rows][keep]
+    out[idx[keep]] = usage.output_tokens[rows][keep]
+    missing[idx[keep]] = False
+    demand = demand_units(inp, out, dep)
+    gaps = _gap_mask(demand, missing, cfg.zero_gap_minutes)
+    observed = np.where(gaps, np.nan, demand)
+    # Start of the zero-or-missing run each minute belongs to (the minute itself otherwise).
+    zero = (demand == 0) | missing
+    idx_all = np.arange(n_all)
+    breaks = np.where(~zero, idx_all + 1, 0)
+    run_start = np.maximum.accumulate(np.concatenate([[0], breaks]))[:n_all]
+    run_start = np.where(zero, run_start, idx_all)
+    i0 = int((w0 - first).astype(np.int64))
+    n = n_all - i0
+    origin = as_datetime(w0)
+
+    # Trailing sums for the recent price of a spilled unit (payg per demand unit).
+    payg = payg_cost_per_minute(inp, out, dep.pricing)
+    cum_payg = np.concatenate([[0.0], np.cumsum(np.where(gaps, 0.0, payg))])
+    cum_dem = np.concatenate([[0.0], np.cumsum(np.where(gaps, 0.0, demand))])
+
+    provider = SimulatedProvider(origin, n, dep.scale_up_lead_minutes, dep.min_hold_minutes)
+    committed = np.zeros(n + 1, dtype=np.int64)
+    horizon = cfg.planner.horizon_minutes
+    history = cfg.history_days * 1440
+    calendar = _calendar(fcst, dep)
+    model: ModelLike | None = None
+    last_fit = -math.inf
+    spilled = 0.0
+    demanded = 0.0
+    last: _Followed | None = None
+    n_plans = 0
+    for k in range(n):
+        t = i0 + k
+        now = origin + k * MINUTE
+        decide = k == 0 or (now.hour == cfg.commit_hour_utc and now.minute == 0)
+        seen = demand[t - 1] if t > 0 and demand[t - 1] > 0 and not missing[t - 1] else None
+        if decide or last is None or last.due(k, seen, cfg):
+            # What is known at t: the whole-trace gap mask cannot tell whether a zero run
+            # still in progress will reach the gap length, so that run is missing here
+            # (the safe reading) whatever its final length.
+            if seen is None and t > 0:
+                a = int(run_start[t - 1])
+                saved = observed[a:t].copy()
+                observed[a:t] = np.nan
+            if model is None or t - last_fit >= cfg.refit_minutes:
+                h0 = max(0, t - history)
+                model = fcst.fit(observed[h0:t], step_minutes=1,
+                                 start=as_datetime(first) + h0 * MINUTE,
+                                 timezone=dep.timezone, calendar=calendar,
+                                 quantiles=cfg.quantiles, zero_gap_minutes=cfg.zero_gap_minutes)
+                last_fit = t
+            recent = observed[max(0, t - cfg.recent_minutes):t].copy()
+            past = observed[max(0, t - cfg.seasonal_history_minutes):t]
+            fc = planning_forecast(model.predict(recent, origin=now, horizon=horizon), now,
+                                   recent, past, use_seasonal=cfg.seasonal,
+                                   rel_tol=cfg.seasonal_rel_tol)
+            commit_fc = None
+            if decide:
+                commit_fc = planning_forecast(
+                    model.predict(recent, origin=now, horizon=cfg.commit_forecast_minutes),
+                    now, recent, past, use_seasonal=cfg.seasonal, rel_tol=cfg.seasonal_rel_tol)
+            d_recent = cum_dem[t] - cum_dem[max(0, t - 1440)]
+            price = ((cum_payg[t] - cum_payg[max(0, t - 1440)]) / d_recent
+                     if d_recent > 0 else None)
+            p = plan(fc, provider.holdings(k), dep, now, settings=cfg.planner,
+                     commit_forecast=commit_fc, spill_to_date=SpillToDate(demanded, spilled),
+                     spill_price=price)
+            n_plans += 1
+            if seen is None and t > 0:
+                observed[a:t] = saved
+            for c in p.new_commitments:
+                provider.buy(k, c.term_days, c.units,
+                             "utilisation above break-even over the term")
+                committed[k:min(n, k + c.term_minutes)] += c.units
+            last = _Followed(k, p, dep.scale_up_lead_minutes)
+        provider.set_target(k, last.target(k), last.reason)
+        capacity = committed[k] + provider.active_elastic_at(k)
+        demanded += demand[t]
+        spilled += max(0.0, demand[t] - capacity)
+
+    elastic = provider.elastic_series()
+    commitments = [c for _, c in provider.commitments]
+    w_inp, w_out, w_dem = inp[i0:], out[i0:], demand[i0:]
+    cost = schedule_cost(start=w0, input_tokens=w_inp, output_tokens=w_out,
+                         elastic_units=elastic, commitments=commitments, deployment=dep)
+    committed_units = committed[:n]
+    spill = np.maximum(0.0, w_dem - committed_units - elastic)
+
+    reactive = _reactive(observed[i0 - min(i0, cfg.reactive_window_minutes):], w_dem, dep,
+                         origin, n, min(i0, cfg.reactive_window_minutes), cfg)
+    reactive_cost = schedule_cost(start=w0, input_tokens=w_inp, output_tokens=w_out,
+                                  elastic_units=reactive, commitments=[], deployment=dep)
+    best = hindsight_optimum(w_inp, w_out, dep)
+    dedicated = dedicated_at_peak_cost(w_dem, dep)
+    payg_all = payg_total_cost(w_inp, w_out, dep.pricing)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_schedule(out_dir / "schedule.csv", w0, w_dem, committed_units, elastic, spill)
+    _write_commitments(out_dir / "commitments.csv", provider.commitments, origin)
+    _write_actions(out_dir / "actions.csv", provider.events, origin)
+    summary = _summary(dep, origin, n, cost, reactive_cost, best, dedicated, payg_all, w_dem,
+                       int(gaps[i0:].sum()), len(commitments), len(provider.events), cfg,
+                       n_plans)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n",
+                                          encoding="utf-8")
+    return summary
+
+
+def _reactive(observed: FloatArray, demand: FloatArray, dep: Deployment, origin: dt.datetime,
+              n: int, pre: int, cfg: BacktestSettings) -> Any:
+    """A reactive autoscaler: the last minutes' peak plus headroom, same lead and hold."""
+    provider = SimulatedProvider(origin, n, dep.scale_up_lead_minutes, dep.min_hold_minutes)
+    w = cfg.reactive_window_minutes
+    target = dep.min_units
+    for k in range(n):
+        t = pre + k
+        window = observed[max(0, t - w):t]
+        window = window[np.isfinite(window) & (window > 0)]
+        # Missing or zero data keeps the last target: scaling to zero on a gap is an outage.
+        if window.size:
+            level = float(window.max()) * (1 + cfg.reactive_headroom)
+            target = min(dep.max_units, max(dep.min_units, math.ceil(level - 1e-9)))
+        provider.set_target(k, target)
+    return provider.elastic_series()
+
+
+def _fmt_minute(origin: dt.datetime, k: int) -> str:
+    return f"{origin + k * MINUTE:%Y-%m-%dT%H:%MZ}"
+
+
+def _write_schedule(path: Path, w0: np.datetime64, demand: FloatArray, committed: Any,
+                    elastic: Any, spill: FloatArray) -> None:
+    stamps = np.datetime_as_string(w0 + np.arange(demand.size).astype("timedelta64[m]"),
+                                   unit="m")
+    with path.open("w", encoding="utf-8", newline="") as f:
+        f.write("minute_utc,demand_units,committed_units,elastic_units,spill_units\n")
+        f.writelines(
+            f"{s}Z,{d!r},{c},{e},{p!r}\n"
+            for s, d, c, e, p in zip(stamps.tolist(), demand.tolist(), committed.tolist(),
+                                     elastic.tolist(), spill.tolist(), strict=True)
+        )
+
+
+def _write_commitments(path: Path, bought: Sequence[tuple[int, Any]], origin: dt.datetime
+                       ) -> None:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["start_utc", "term_days", "units"])
+        for k, c in bought:
+            w.writerow([_fmt_minute(origin, k), c.term_days, c.units])
+
+
+def _write_actions(path: Path, events: Sequence[ProviderEvent], origin: dt.datetime) -> None:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["decided_utc", "effective_utc", "kind", "units", "target_units",
+                    "term_days", "reason"])
+        for e in events:
+            w.writerow([_fmt_minute(origin, e.decided), _fmt_minute(origin, e.effective),
+                        e.kind, e.units, "" if e.target is None else e.target,
+                        "" if e.term_days is None else e.term_days, e.reason])
+
+
+def _costs(c: CostBreakdown) -> dict[str, float]:
+    return {"committed": round(c.committed, 2), "elastic": round(c.elastic, 2),
+            "spill": round(c.spill, 2), "total": round(c.total, 2)}
+
+
+def _summary(dep: Deployment, origin: dt.datetime, n: int, cost: CostBreakdown,
+             reactive: CostBreakdown, best: Any, dedicated: float, payg: float,
+             demand: FloatArray, gap_minutes: int, n_commitments: int, n_actions: int,
+             cfg: BacktestSettings, n_plans: int) -> dict[str, Any]:
+    total = cost.total
+
+    def versus(base: float) -> dict[str, float | None]:
+        if base <= 0:
+            return {"ratio": None, "saving": None}
+        return {"ratio": round(total / base, 4), "saving": round(1 - total / base, 4)}
+
+    bound = dep.max_spill_fraction
+    return {
+        "deployment": dep.name,
+        "start_utc": f"{origin:%Y-%m-%dT%H:%MZ}",
+        "end_utc": f"{origin + n * MINUTE:%Y-%m-%dT%H:%MZ}",
+        "minutes": n,
+        "unit_tpm": dep.unit_tpm,
+        "peak_demand_units": round(float(demand.max(initial=0.0)), 4),
+        "spill_mode": dep.spill,
+        "max_spill_fraction": bound,
+        "cost": {**_costs(cost), "commitment_tail": round(cost.commitment_tail, 2)},
+        "spill_fraction": cost.spill_fraction,
+        "service_level_met": cost.service_level_met(bound),
+        "commitments_bought": n_commitments,
+        "provider_events": n_actions,
+        "plans_made": n_plans,
+        "gap_minutes": gap_minutes,
+        "gap_billing": "gap minutes have zero demand in the file: no spill, held capacity "
+                       "billed as usual",
+        "baselines": {
+            "dedicated_at_peak": {
+                "units": math.ceil(float(demand.max(initial=0.0)) - 1e-9),
+                "cost": round(dedicated, 2)},
+            "payg": {"cost": round(payg, 2)},
+            "hindsight_optimum": {
+                **_costs(best.cost), "lower_bound": round(best.lower_bound, 2),
+                "commit_30d_units": best.commit_30d_units,
+                "topup_7d_units": list(best.topup_7d_units),
+                "spill_fraction": best.cost.spill_fraction},
+            "reactive": {
+                **_costs(reactive), "spill_fraction": reactive.spill_fraction,
+                "service_level_met": reactive.service_level_met(bound),
+                "window_minutes": cfg.reactive_window_minutes,
+                "headroom": cfg.reactive_headroom},
+        },
+        "versus": {
+            "dedicated_at_peak": versus(dedicated),
+            "payg": versus(payg),
+            "hindsight_optimum": versus(best.cost.total),
+            "reactive": versus(reactive.total),
+        },
+        "settings": {"planner": asdict(cfg.planner), "quantiles": list(cfg.quantiles),
+                     "refit_minutes": cfg.refit_minutes, "history_days": cfg.history_days,
+                     "replan_minutes": cfg.replan_minutes, "seasonal": cfg.seasonal,
+                     "seasonal_rel_tol": cfg.seasonal_rel_tol},
+    }

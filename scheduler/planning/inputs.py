@@ -1,0 +1,52 @@
+"""What the planner reads as demand: the model's quantiles, made safe and sharpened.
+
+One function shared by the backtest, the daemon and ``capsched plan --dry-run`` so that
+all three plan from the same numbers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Protocol
+
+import numpy as np
+
+from scheduler.planning import seasonal
+from scheduler.planning.economics import FloatArray
+from scheduler.planning.planner import DemandForecast
+
+#: History the seasonal envelope needs: its three weeks of samples plus a day of horizon.
+SEASONAL_HISTORY_MINUTES = 4 * 10_080
+
+
+class ForecastLike(Protocol):
+    quantile_levels: tuple[float, ...]
+
+    def quantile(self, q: float) -> FloatArray: ...
+
+
+def planning_forecast(
+    fc: ForecastLike,
+    now: dt.datetime,
+    recent: FloatArray,
+    past: FloatArray,
+    *,
+    use_seasonal: bool = True,
+    rel_tol: float = 0.01,
+) -> DemandForecast:
+    """The model's quantiles from ``now`` as a :class:`DemandForecast`.
+
+    Where the model has nothing to say (NaN: no usable observations yet) the highest recent
+    demand is held, so missing data never plans zero capacity. With ``use_seasonal`` the
+    trusted seasonal envelope of ``past`` is laid over the quantiles
+    (:mod:`scheduler.planning.seasonal`).
+    """
+    levels = tuple(sorted(float(q) for q in fc.quantile_levels))
+    values = np.vstack([np.asarray(fc.quantile(q), dtype=np.float64) for q in levels])
+    if not np.isfinite(values).all():
+        finite = recent[np.isfinite(recent)]
+        fallback = float(finite.max()) if finite.size else 0.0
+        values = np.where(np.isfinite(values), values, fallback)
+    if use_seasonal:
+        values = seasonal.combine(values, past, rel_tol=rel_tol)
+    return DemandForecast(now, levels, values)

@@ -1,0 +1,599 @@
+"""The planner: forecasts + holdings + settings + ``now`` in, a frozen :class:`Plan` out.
+
+Pure: no clock, no I/O, no forecasting objects (plain quantile arrays in demand units).
+
+How capacity is chosen, minute by minute (see docs/backtests.md for the measured effect):
+
+1. The quantile forecast is turned into a dense quantile function by interpolating in
+   normal-score space (exact for normal forecasts, sane tails for others).
+2. Capacity ``c(t)`` is the larger of
+   * the *economic* level: the newsvendor critical fractile ``1 - r_e / q`` (an elastic
+     unit costs ``r_e`` a minute, a spilled unit-minute ``q``; a unit pays only when it is
+     needed with probability above ``r_e / q``, otherwise pay-as-you-go is cheaper), and
+   * the *service* level: the smallest integer capacity whose expected spill is at most
+     the allowed fraction of that minute's expected demand. Holding the bound minute by
+     minute implies it over any window and keeps capacity monotone in the forecast.
+3. Committed capacity covers what it covers; elastic units fill the rest, planned unit by
+   unit ("layers") with increasing set operators only (so more forecast demand never gives
+   less capacity): a new unit serves from ``scale_up_lead_minutes`` on and every needed
+   minute keeps it ``min_hold_minutes``; a held unit stays to the end of its own hold and
+   on while the need continues; gaps up to the lead are bridged (see _elastic_layers).
+4. Commitments are bought (when a commitment forecast is given) unit by unit: the j-th
+   unit above the committed profile is bought on a term when the median forecast needs it
+   for more than ``1 - discount`` (+ a margin) of the term and of the next decision period,
+   in tranches capped per decision so the committed level is a ladder of start days.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
+
+import numpy as np
+from scipy.special import ndtri
+
+from scheduler.config import Deployment
+from scheduler.planning.economics import (
+    Commitment,
+    FloatArray,
+    IntArray,
+    committed_profile,
+    committed_unit_minute_rate,
+    unit_minute_rate,
+)
+
+MINUTE = dt.timedelta(minutes=1)
+#: Elastic changes listed per plan (now and the next ones).
+MAX_ACTIONS = 4
+
+
+@dataclass(frozen=True, eq=False)
+class DemandForecast:
+    """Demand quantiles in units per minute from ``start`` on.
+
+    ``values[i, k]`` is quantile ``levels[i]`` of the demand at minute ``start + k``.
+    """
+
+    start: dt.datetime
+    levels: tuple[float, ...]
+    values: FloatArray
+
+    def __post_init__(self) -> None:
+        if self.values.ndim != 2 or self.values.shape[0] != len(self.levels):
+            raise ValueError("values must have one row per quantile level")
+        if not self.levels or list(self.levels) != sorted(self.levels):
+            raise ValueError("levels must be ascending")
+        if not all(0.0 < lv < 1.0 for lv in self.levels):
+            raise ValueError("levels must lie strictly between 0 and 1")
+
+    @property
+    def horizon(self) -> int:
+        return int(self.values.shape[1])
+
+    def window(self, now: dt.datetime, minutes: int) -> FloatArray:
+        """Values for ``[now, now + minutes)``; the last minute repeats past the end."""
+        offset = int((now - self.start) // MINUTE)
+        if offset < 0:
+            raise ValueError("the forecast starts after now")
+        idx = np.minimum(np.arange(offset, offset + minutes), self.horizon - 1)
+        return np.asarray(np.maximum(self.values[:, idx], 0.0), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class ElasticBlock:
+    """Elastic units held or pending at the provider: they serve from ``active_from``."""
+
+    units: int
+    requested_at: dt.datetime
+    active_from: dt.datetime
+
+
+@dataclass(frozen=True)
+class Holdings:
+    """What the provider holds (or has pending) for the deployment at ``now``."""
+
+    commitments: tuple[Commitment, ...] = ()
+    elastic: tuple[ElasticBlock, ...] = ()
+
+
+@dataclass(frozen=True)
+class SpillToDate:
+    """Service-level account of the current period, for the plan to stay within the bound."""
+
+    demand_unit_minutes: float = 0.0
+    spill_unit_minutes: float = 0.0
+
+
+@dataclass(frozen=True)
+class PlannerSettings:
+    horizon_minutes: int = 240
+    #: Fraction of the spill bound the plan aims at: forecasts miss, so plan tighter.
+    payg_safety: float = 0.5
+    #: Throttled requests are lost, so the plan aims tighter still.
+    throttle_safety: float = 0.25
+    #: Utilisation above break-even a commitment needs (forecast error margin).
+    commit_margin: float = 0.03
+    #: Quantile of the commitment forecast that decides whether a unit is needed.
+    commit_quantile: float = 0.5
+    #: At most ceil(level / tranches) units per term and decision: the ladder.
+    ladder_tranches_30d: int = 4
+    ladder_tranches_7d: int = 2
+    #: Minutes until the next commitment decision (a unit must be needed before then).
+    commit_period_minutes: int = 1440
+    #: Forecast values this close above an integer still round down to it.
+    round_tolerance: float = 1e-6
+    #: Points of the dense quantile grid used for expected spill.
+    grid_points: int = 64
+
+
+@dataclass(frozen=True)
+class Action:
+    """One change at the provider: ``issue_at`` is when to send it."""
+
+    kind: str  # "elastic_set_target" | "buy_commitment"
+    decided_at: dt.datetime
+    issue_at: dt.datetime
+    effective_at: dt.datetime
+    #: Target elastic units (set-target) or units bought (commitment).
+    units: int
+    term_days: int | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a tier changes at ``at``: the rule and the quantile that drove it."""
+
+    at: dt.datetime
+    tier: str
+    rule: str
+    quantile: float | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class PlanInterval:
+    """A run of minutes with the same committed and elastic units (for storage)."""
+
+    start: dt.datetime
+    end: dt.datetime
+    committed_units: int
+    elastic_units: int
+    #: (level, highest value in the interval) per forecast quantile level.
+    demand_quantiles: tuple[tuple[float, float], ...]
+    #: Expected spill over the interval, in unit-minutes.
+    expected_spill_units: float
+
+
+@dataclass(frozen=True)
+class ExpectedCost:
+    committed: float
+    elastic: float
+    spill: float
+
+    @property
+    def total(self) -> float:
+        return self.committed + self.elastic + self.spill
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    deployment: str
+    now: dt.datetime
+    #: Per minute of ``[now, now + horizon)``.
+    committed_units: IntArray
+    elastic_target: IntArray
+    capacity_target: IntArray
+    expected_demand: FloatArray
+    expected_spill: FloatArray
+    expected_cost: ExpectedCost
+    expected_spill_fraction: float
+    #: The critical fractile above which a unit beats pay-as-you-go (0: never reserve
+    #: for economy alone; capacity then comes from the service level only).
+    economic_quantile: float
+    #: The spill fraction the plan aimed at (bound x safety, corrected by spill to date).
+    target_spill_fraction: float
+    payg_cheaper_than_unit: bool
+    new_commitments: tuple[Commitment, ...]
+    actions: tuple[Action, ...]
+    reasons: tuple[Reason, ...]
+    forecast_levels: tuple[float, ...]
+    #: Forecast quantiles over the horizon (levels x minutes), kept for the intervals.
+    forecast_values: FloatArray = field(repr=False)
+    #: Capacity the forecast requires per minute, before lead, holds and bridging.
+    required_units: IntArray = field(repr=False, default_factory=lambda: np.zeros(0, np.int64))
+
+    @cached_property
+    def intervals(self) -> tuple[PlanInterval, ...]:
+        """Run-length-encoded plan, ready to store (computed on first use)."""
+        return _intervals(self.now, self.committed_units, self.elastic_target,
+                          self.forecast_levels, self.forecast_values, self.expected_spill)
+
+    @property
+    def horizon_minutes(self) -> int:
+        return int(self.elastic_target.shape[0])
+
+    def action_now(self) -> Action | None:
+        """The elastic set-target to send at ``now`` (None when nothing changes)."""
+        for action in self.actions:
+            if action.kind == "elastic_set_target" and action.issue_at == self.now:
+                return action
+        return None
+
+
+# ----------------------------------------------------------------------------------------
+# Quantile function
+
+
+@lru_cache(maxsize=64)
+def _interp_matrix(levels: tuple[float, ...], points: int) -> tuple[FloatArray, FloatArray]:
+    """Matrix mapping quantile values at ``levels`` to a grid of equal-probability points.
+
+    Interpolation is linear in normal score z = Phi^-1(u), extrapolated with the end
+    segments' slopes; a single level gives a flat (deterministic) distribution.
+    """
+    grid = (np.arange(points) + 0.5) / points
+    z_grid = ndtri(grid)
+    z = ndtri(np.asarray(levels))
+    m = np.zeros((points, len(levels)))
+    if len(levels) == 1:
+        m[:, 0] = 1.0
+        return m, grid
+    seg = np.clip(np.searchsorted(z, z_grid) - 1, 0, len(levels) - 2)
+    w = (z_grid - z[seg]) / (z[seg + 1] - z[seg])
+    rows = np.arange(points)
+    m[rows, seg] = 1.0 - w
+    m[rows, seg + 1] += w
+    return m, grid
+
+
+def quantile_grid(levels: tuple[float, ...], values: FloatArray, points: int) -> FloatArray:
+    """Dense quantiles (points x minutes), non-negative and non-decreasing in probability."""
+    m, _ = _interp_matrix(levels, points)
+    dense = np.maximum(m @ values, 0.0)
+    return np.asarray(np.maximum.accumulate(dense, axis=0), dtype=np.float64)
+
+
+def quantile_at(levels: tuple[float, ...], values: FloatArray, level: float) -> FloatArray:
+    """One quantile per minute, interpolated like :func:`quantile_grid`."""
+    if len(levels) == 1:
+        return np.asarray(values[0], dtype=np.float64)
+    z = ndtri(np.asarray(levels))
+    zq = float(ndtri(min(max(level, 1e-6), 1 - 1e-6)))
+    i = int(np.clip(np.searchsorted(z, zq) - 1, 0, len(levels) - 2))
+    w = (zq - z[i]) / (z[i + 1] - z[i])
+    return np.asarray(np.maximum((1 - w) * values[i] + w * values[i + 1], 0.0), np.float64)
+
+
+def expected_spill(dense: FloatArray, capacity: FloatArray) -> FloatArray:
+    """E[(D - c)+] per minute under the dense quantile grid."""
+    return np.asarray(np.mean(np.maximum(dense - capacity[None, :], 0.0), axis=0), np.float64)
+
+
+def service_capacity(dense: FloatArray, allowed: FloatArray) -> FloatArray:
+    """Smallest real capacity x per minute with E[(D - x)+] <= allowed (vectorised).
+
+    E is convex piecewise linear with breakpoints at the grid values; between the last
+    breakpoint above the allowance and the first below, it is solved exactly.
+    """
+    n = dense.shape[0]
+    suffix = np.cumsum(dense[::-1], axis=0)[::-1]  # suffix[j] = sum_{i >= j} Q_i
+    above = np.arange(n - 1, -1, -1, dtype=np.float64)[:, None]  # points strictly above j
+    suffix_next = np.vstack([suffix[1:], np.zeros((1, dense.shape[1]))])
+    e_at = (suffix_next - above * dense) / n  # E at x = Q_j
+    ok = e_at <= allowed[None, :] + 1e-15
+    j = np.argmax(ok, axis=0)  # first breakpoint meeting the allowance (always the last)
+    cols = np.arange(dense.shape[1])
+    # On [Q_{j-1}, Q_j]: E(x) = (suffix[j] - (n - j) x) / n.
+    x = (suffix[j, cols] - n * allowed) / np.maximum(n - j, 1)
+    lower = np.where(j > 0, dense[np.maximum(j - 1, 0), cols], 0.0)
+    x = np.clip(x, lower, dense[j, cols])
+    return np.asarray(np.where(j == 0, np.minimum(x, dense[0]), x), np.float64)
+
+
+def _ceil_units(x: FloatArray, tolerance: float) -> IntArray:
+    return np.maximum(np.ceil(x - tolerance), 0).astype(np.int64)
+
+
+# ----------------------------------------------------------------------------------------
+# Elastic layers
+#
+# Each elastic unit-layer ``j`` (the j-th unit above the committed level) is planned from
+# its need mask ``need > j`` with operators that are all *increasing* (a larger mask never
+# gives a smaller result), so more forecast demand never gives less capacity:
+#
+# * a new unit serves from ``lead`` on and each needed minute keeps it for ``hold``
+#   minutes (a forward dilation): every new interval lasts at least ``hold``;
+# * an existing unit is held until its own hold ends and kept on while the (dilated) need
+#   continues without a break longer than ``lead``;
+# * gaps of at most ``lead`` minutes between held pieces are bridged (releasing and
+#   re-requesting would need the request before the release).
+#
+# Dilating by the whole hold after the last needed minute over-states the tail in the
+# plan's picture, but a plan is redone before that tail matters: once the need is past,
+# the next plan sees only the unit's own hold (``Holdings``) and releases it then.
+
+
+def _forward_dilate(mask: np.ndarray, width: int) -> np.ndarray:
+    """``out[j, t]`` = any of ``mask[j, t - width + 1 .. t]`` (rows independent)."""
+    if width <= 1:
+        return mask.copy()
+    cs = np.cumsum(mask, axis=1, dtype=np.int64)
+    lagged = np.zeros_like(cs)
+    lagged[:, width:] = cs[:, :-width]
+    return np.asarray((cs - lagged) > 0)
+
+
+def _close_gaps(mask: np.ndarray, gap: int) -> np.ndarray:
+    """Fill interior runs of False of length at most ``gap`` (rows independent)."""
+    if gap <= 0 or mask.shape[1] == 0:
+        return mask
+    n = mask.shape[1]
+    idx = np.arange(n)
+    prev = np.maximum.accumulate(np.where(mask, idx, -(10 ** 9)), axis=1)
+    nxt = np.minimum.accumulate(np.where(mask, idx, 10 ** 9)[:, ::-1], axis=1)[:, ::-1]
+    return np.asarray(mask | ((nxt - prev - 1) <= gap))
+
+
+def _elastic_layers(
+    need: IntArray, blocks: Sequence[ElasticBlock], now: dt.datetime, lead: int, hold: int,
+    horizon: int,
+) -> IntArray:
+    """Elastic units per minute: layer by layer, existing units first (longest hold low)."""
+    existing: list[tuple[int, int]] = []
+    for block in blocks:
+        start = int((block.active_from - now) // MINUTE)
+        existing += [(start, start + hold)] * block.units
+    existing.sort(key=lambda se: -se[1])
+    layers = max(int(need.max(initial=0)), len(existing))
+    if layers == 0:
+        return np.zeros(horizon, dtype=np.int64)
+    t = np.arange(horizon)
+    mask = need[None, :] > np.arange(layers)[:, None]
+    held = _forward_dilate(mask & (t >= lead)[None, :], hold)
+    if existing:
+        dilated = _forward_dilate(mask[: len(existing)], hold)
+        for j, (a, b) in enumerate(existing):
+            own = (t >= a) & (t < b)
+            # Held now (a virtual minute before the horizon), it is kept on after its own
+            # hold for as long as the dilated need continues with breaks of at most lead.
+            reach = _close_gaps(np.concatenate([[True], own | dilated[j]])[None, :],
+                                lead)[0, 1:]
+            p0 = min(max(b, 0), horizon)
+            cont = np.zeros(horizon, dtype=bool)
+            cont[p0:] = np.logical_and.accumulate(reach[p0:])
+            held[j] |= own | cont
+    held = _close_gaps(held, lead)
+    return np.asarray(held.sum(axis=0), dtype=np.int64)
+
+
+# ----------------------------------------------------------------------------------------
+# The plan
+
+
+def default_spill_price(deployment: Deployment) -> float:
+    """Dollars per spilled unit-minute when the token mix is unknown.
+
+    Takes the cheaper of an all-input and an all-output unit, which errs towards spilling
+    (the service-level bound still caps it).
+    """
+    p = deployment.pricing
+    if deployment.spill == "throttle":
+        return 0.0
+    per_input = deployment.unit_tpm * p.payg_input_per_mtok / 1e6
+    w = deployment.output_token_weight
+    per_output = deployment.unit_tpm / w * p.payg_output_per_mtok / 1e6 if w > 0 else per_input
+    return min(per_input, per_output)
+
+
+def plan(
+    forecast: DemandForecast,
+    holdings: Holdings,
+    deployment: Deployment,
+    now: dt.datetime,
+    *,
+    settings: PlannerSettings | None = None,
+    commit_forecast: DemandForecast | None = None,
+    spill_to_date: SpillToDate | None = None,
+    spill_price: float | None = None,
+) -> Plan:
+    """Plan capacity for ``[now, now + horizon)``; buy commitments if ``commit_forecast``.
+
+    ``spill_price`` is dollars per spilled unit-minute (``payg / demand_units`` of the
+    recent token mix); by default the cheaper of all-input and all-output.
+    """
+    s = settings or PlannerSettings()
+    dep = deployment
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    horizon = s.horizon_minutes
+    lead, hold = dep.scale_up_lead_minutes, dep.min_hold_minutes
+    re = unit_minute_rate(dep.pricing)
+    q = default_spill_price(dep) if spill_price is None else spill_price
+    if dep.spill == "throttle":
+        q = 0.0
+    reasons: list[Reason] = []
+    values = forecast.window(now, horizon)
+    levels = forecast.levels
+    dense = quantile_grid(levels, values, s.grid_points)
+    mean = np.asarray(dense.mean(axis=0), np.float64)
+
+    # Commitments: decided first, they change what elastic has to cover.
+    new_commitments: tuple[Commitment, ...] = ()
+    if commit_forecast is not None:
+        held_elastic = sum(b.units for b in holdings.elastic)
+        new_commitments = _decide_commitments(
+            commit_forecast, holdings.commitments, dep, now, s, reasons, held_elastic)
+    commitments = holdings.commitments + new_commitments
+    committed, committed_cost = committed_profile(commitments, now, horizon, dep.pricing)
+
+    # Service level: the allowance is the bound x safety, corrected by what was spilled.
+    safety = s.throttle_safety if dep.spill == "throttle" else s.payg_safety
+    target = dep.max_spill_fraction * safety
+    if spill_to_date is not None and spill_to_date.demand_unit_minutes > 0:
+        debt = spill_to_date.spill_unit_minutes - target * spill_to_date.demand_unit_minutes
+        if debt > 0:
+            # Pay back the excess over the horizon's expected demand (never below zero).
+            target = max(0.0, target - debt / max(float(mean.sum()), 1e-9))
+    allowed = target * mean
+    x_service = service_capacity(dense, allowed)
+    economic_q = 1.0 - re / q if q > re else 0.0
+    payg_cheaper = economic_q < 0.5
+    x_econ = (quantile_at(levels, values, economic_q) if economic_q > 0
+              else np.zeros(horizon))
+    need = _ceil_units(np.maximum(x_service, x_econ), s.round_tolerance)
+    need = np.clip(need, dep.min_units, dep.max_units)
+    if q > 0:
+        reasons.append(Reason(now, "spill", "payg_vs_unit", economic_q,
+                              f"a unit (${re:.4f}/min) beats pay-as-you-go (${q:.4f} per "
+                              f"unit-minute) only when needed with probability > "
+                              f"{min(1.0, re / q):.3f}"
+                              + ("; spill is the economical choice within the bound"
+                                 if payg_cheaper else "")))
+    else:
+        reasons.append(Reason(now, "spill", "payg_vs_unit", None,
+                              "spill is free (throttle) or pay-as-you-go is cheaper than any "
+                              "unit; capacity is set by the service level alone"))
+
+    elastic_need = np.maximum(need - committed, 0)
+    elastic_cap = np.maximum(dep.max_units - committed, 0)
+    elastic_need = np.minimum(elastic_need, elastic_cap)
+    elastic = _elastic_layers(elastic_need, holdings.elastic, now, lead, hold, horizon)
+    capacity = committed + elastic
+    exp_spill = expected_spill(dense, capacity.astype(np.float64))
+    exp_fraction = float(exp_spill.sum() / mean.sum()) if mean.sum() > 0 else 0.0
+    cost = ExpectedCost(
+        committed=float(committed_cost.sum()),
+        elastic=float(elastic.sum()) * re,
+        spill=float(exp_spill.sum()) * q,
+    )
+
+    actions = _elastic_actions(elastic, holdings.elastic, now, lead, reasons, need, target)
+    actions = [
+        Action("buy_commitment", now, now, now, c.units, c.term_days,
+               "needed above break-even utilisation over the term")
+        for c in new_commitments
+    ] + actions
+    return Plan(
+        deployment=dep.name, now=now, committed_units=committed, elastic_target=elastic,
+        capacity_target=capacity, expected_demand=mean, expected_spill=exp_spill,
+        expected_cost=cost, expected_spill_fraction=exp_fraction,
+        economic_quantile=economic_q, target_spill_fraction=target,
+        payg_cheaper_than_unit=payg_cheaper, new_commitments=new_commitments,
+        actions=tuple(actions), reasons=tuple(reasons), forecast_levels=levels,
+        forecast_values=values, required_units=need,
+    )
+
+
+def _elastic_actions(
+    elastic: IntArray, blocks: Sequence[ElasticBlock], now: dt.datetime, lead: int,
+    reasons: list[Reason], need: IntArray, target: float,
+) -> list[Action]:
+    """Set-targets: now (units to hold or request now) and the changes planned after it.
+
+    A unit serving from ``t`` must be requested at ``t - lead``, so the count to hold at
+    any decision time ``d`` is the most units planned over ``[d, d + lead]``.
+    """
+    horizon = elastic.shape[0]
+    held = sum(b.units for b in blocks)
+    window = lead + 1
+    padded = np.concatenate([elastic, np.full(window, elastic[-1] if horizon else 0)])
+    wanted = np.lib.stride_tricks.sliding_window_view(padded, window).max(axis=1)[:horizon]
+    actions: list[Action] = []
+    previous = held
+    changes = np.flatnonzero(np.diff(np.concatenate([[held], wanted])) != 0)
+    # The daemon re-plans every minute: only the next few changes are worth journalling.
+    for step in changes[:MAX_ACTIONS]:
+        i = int(step)
+        units = int(wanted[i])
+        issue = now + i * MINUTE
+        up = units > previous
+        effective = issue + lead * MINUTE if up else issue
+        rule = "scale_up_ahead_of_need" if up else "release_after_hold"
+        serve = min(i + lead, horizon - 1)
+        detail = (f"need {int(need[serve])} units at {effective:%Y-%m-%dT%H:%MZ} "
+                  f"(service-level spill target {target:.4%})")
+        actions.append(Action("elastic_set_target", now, issue, effective, units, None,
+                              f"{rule}: {detail}"))
+        reasons.append(Reason(effective, "elastic", rule, None, detail))
+        previous = units
+    return actions
+
+
+def _intervals(
+    now: dt.datetime, committed: IntArray, elastic: IntArray, levels: tuple[float, ...],
+    values: FloatArray, exp_spill: FloatArray,
+) -> tuple[PlanInterval, ...]:
+    n = committed.shape[0]
+    change = np.flatnonzero((np.diff(committed) != 0) | (np.diff(elastic) != 0)) + 1
+    bounds = np.concatenate([[0], change, [n]])
+    out = []
+    for a, b in itertools.pairwise(int(v) for v in bounds):
+        out.append(PlanInterval(
+            start=now + a * MINUTE, end=now + b * MINUTE,
+            committed_units=int(committed[a]), elastic_units=int(elastic[a]),
+            demand_quantiles=tuple((lv, float(values[i, a:b].max()))
+                                   for i, lv in enumerate(levels)),
+            expected_spill_units=float(exp_spill[a:b].sum()),
+        ))
+    return tuple(out)
+
+
+def _decide_commitments(
+    fc: DemandForecast, existing: tuple[Commitment, ...], dep: Deployment, now: dt.datetime,
+    s: PlannerSettings, reasons: list[Reason], held_elastic: int = 0,
+) -> tuple[Commitment, ...]:
+    """Buy 30-day, then 7-day units that the median forecast needs often enough.
+
+    Elastic units already held cannot be released before their hold ends, so a purchase
+    never takes committed + held elastic above ``max_units``.
+    """
+    bought: list[Commitment] = []
+    for term in (30, 7):
+        minutes = term * 1440
+        values = fc.window(now, min(fc.horizon - _offset(fc, now), minutes))
+        median = quantile_at(fc.levels, values, s.commit_quantile)
+        # A forecast shorter than the term is taken as a repeating profile (a week of
+        # forecast is a weekly cycle).
+        reps = math.ceil(minutes / median.shape[0])
+        median = np.tile(median, reps)[:minutes]
+        need = np.minimum(_ceil_units(median, s.round_tolerance), dep.max_units)
+        committed, _ = committed_profile(existing + tuple(bought), now, minutes, dep.pricing)
+        gap = need - committed
+        period = min(s.commit_period_minutes, minutes)
+        break_even = 1.0 - dep.pricing.commit_discount(term)
+        threshold = break_even + s.commit_margin
+        units = 0
+        top = int(gap.max(initial=0))
+        for j in range(1, top + 1):
+            util = float(np.mean(gap >= j))
+            soon = float(np.mean(gap[:period] >= j))
+            if util < threshold or soon < threshold:
+                break
+            units = j
+        if units == 0:
+            continue
+        tranches = s.ladder_tranches_30d if term == 30 else s.ladder_tranches_7d
+        level = int(committed[0]) + units
+        cap = max(1, math.ceil(level / tranches))
+        room = dep.max_units - held_elastic - int(committed.max(initial=0))
+        buy = min(units, cap, room)
+        if buy < 1:
+            continue
+        util = float(np.mean(gap >= buy))
+        bought.append(Commitment(now, term, buy))
+        rate = committed_unit_minute_rate(dep.pricing, term)
+        reasons.append(Reason(
+            now, f"committed_{term}d", "utilisation_above_break_even", s.commit_quantile,
+            f"{units} unit(s) needed > {threshold:.0%} of the {term}-day term (break-even "
+            f"{break_even:.0%} at ${rate * 60:.4f}/h); buying {buy} now (ladder cap {cap}); "
+            f"the last one bought is needed {util:.0%} of the term"))
+    return tuple(bought)
+
+
+def _offset(fc: DemandForecast, now: dt.datetime) -> int:
+    return int((now - fc.start) // MINUTE)
