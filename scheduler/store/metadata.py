@@ -24,6 +24,11 @@ metadata = MetaData(naming_convention=NAMING_CONVENTION)
 TABLE_MODULES = (
     "scheduler.store.deployments",
     "scheduler.store.usage",
+    "scheduler.store.forecasts",
+    "scheduler.store.plans",
+    "scheduler.store.journal",
+    "scheduler.store.simulated",
+    "scheduler.store.decisions",
 )
 
 

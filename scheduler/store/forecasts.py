@@ -1,0 +1,117 @@
+"""Forecast runs: one row per fit of one deployment, the forecast itself stored as arrays.
+
+A 24-hour forecast is 1,440 minutes; refitting 1,000 deployments hourly would add 1.4x10^6
+point rows an hour. One row per run with ``mean float8[]`` and ``quantiles float8[][]``
+(levels x minutes) keeps writes cheap; the view ``forecast_point`` unnests it into one row
+per minute for SQL users.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+from scheduler.store.metadata import metadata
+
+forecast_run_table = sa.Table(
+    "forecast_run",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column("deployment_id", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False,
+              server_default=sa.func.now()),
+    sa.Column("as_of", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("model", sa.Text, nullable=False),
+    sa.Column("parameters", pg.JSONB, nullable=False),
+    sa.Column("data_start", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("data_end", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("minutes_observed", sa.Integer, nullable=False),
+    sa.Column("start", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("step_minutes", sa.Integer, nullable=False),
+    sa.Column("horizon", sa.Integer, nullable=False),
+    sa.Column("quantile_levels", pg.ARRAY(sa.Float), nullable=False),
+    sa.Column("mean", pg.ARRAY(sa.Float), nullable=False),
+    sa.Column("quantiles", pg.ARRAY(sa.Float, dimensions=2), nullable=False),
+    sa.Column("accuracy", pg.JSONB, nullable=False),
+    sa.Index("ix_forecast_run_deployment_as_of", "deployment_id", "as_of"),
+)
+
+
+@dataclass(frozen=True)
+class ForecastRecord:
+    """What a forecast run stores; demand in model units per minute."""
+
+    deployment_id: int
+    as_of: dt.datetime
+    model: str
+    parameters: Mapping[str, Any]
+    data_start: dt.datetime | None
+    data_end: dt.datetime | None
+    minutes_observed: int
+    start: dt.datetime
+    step_minutes: int
+    quantile_levels: tuple[float, ...]
+    mean: npt.NDArray[np.float64]
+    quantiles: npt.NDArray[np.float64]  # shape (len(quantile_levels), horizon)
+    accuracy: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class StoredForecast:
+    id: int
+    record: ForecastRecord
+
+
+def _finite_list(values: npt.NDArray[np.float64]) -> list[Any]:
+    # NaN survives float8[] but not JSON; keep it as SQL NULL so users see "unknown".
+    return [None if not np.isfinite(v) else float(v) for v in np.asarray(values).ravel()]
+
+
+def insert_forecasts(conn: sa.Connection, records: Sequence[ForecastRecord]) -> list[int]:
+    if not records:
+        return []
+    t = forecast_run_table
+    rows = [
+        {
+            "deployment_id": r.deployment_id, "as_of": r.as_of, "model": r.model,
+            "parameters": dict(r.parameters), "data_start": r.data_start,
+            "data_end": r.data_end, "minutes_observed": r.minutes_observed, "start": r.start,
+            "step_minutes": r.step_minutes, "horizon": int(r.mean.shape[0]),
+            "quantile_levels": list(r.quantile_levels), "mean": _finite_list(r.mean),
+            "quantiles": [_finite_list(row) for row in np.atleast_2d(r.quantiles)],
+            "accuracy": dict(r.accuracy),
+        }
+        for r in records
+    ]
+    result = conn.execute(t.insert().returning(t.c.id), rows)
+    return [int(i) for i in result.scalars().all()]
+
+
+def latest_forecasts(conn: sa.Connection, deployment_ids: Sequence[int]) -> dict[int, StoredForecast]:
+    t = forecast_run_table
+    query = (
+        sa.select(t).where(t.c.deployment_id.in_(list(deployment_ids)))
+        .distinct(t.c.deployment_id)
+        .order_by(t.c.deployment_id, t.c.as_of.desc(), t.c.id.desc())
+    )
+    out = {}
+    for row in conn.execute(query).mappings():
+        record = ForecastRecord(
+            deployment_id=row["deployment_id"], as_of=row["as_of"], model=row["model"],
+            parameters=row["parameters"], data_start=row["data_start"],
+            data_end=row["data_end"], minutes_observed=row["minutes_observed"],
+            start=row["start"], step_minutes=row["step_minutes"],
+            quantile_levels=tuple(row["quantile_levels"]),
+            mean=np.array(row["mean"], dtype=np.float64),
+            quantiles=np.array(row["quantiles"], dtype=np.float64),
+            accuracy=row["accuracy"],
+        )
+        out[int(row["deployment_id"])] = StoredForecast(int(row["id"]), record)
+    return out
