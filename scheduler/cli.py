@@ -182,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
-        config = _apply_flags(config, args)
+        config = apply_flags(config, args)
     except ConfigError as exc:
         print(f"capsched: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -218,7 +218,7 @@ def _load_extensions() -> None:
                 raise
 
 
-def _apply_flags(config: Config, args: argparse.Namespace) -> Config:
+def apply_flags(config: Config, args: argparse.Namespace) -> Config:
     database = config.database
     if args.database_url:
         database = replace(database, url=args.database_url)
@@ -376,4 +376,8 @@ def cmd_status(ctx: Context) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run as a script this module is __main__; the subcommand modules register on the
+    # imported scheduler.cli, so dispatch through that one.
+    from scheduler import cli as _cli
+
+    sys.exit(_cli.main())

@@ -118,6 +118,8 @@ class DatabaseSettings:
 
 @dataclass(frozen=True)
 class DaemonSettings:
+    #: Ticks run at multiples of this many seconds (tests use a few seconds).
+    tick_seconds: int = 60
     refit_minutes: int = 60
     #: Local time (HH:MM, in each deployment's timezone) of the daily commitment decision.
     commit_decision_time: str = "02:00"

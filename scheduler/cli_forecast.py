@@ -1,0 +1,125 @@
+"""``capsched forecast``: fit from stored usage, store and summarise; ``forecast eval``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+import numpy as np
+
+import forecasting
+from scheduler import cli
+from scheduler.pipeline import load_histories, refit
+from scheduler.store import deployments as deployment_store
+from scheduler.store import forecasts as forecast_store
+from scheduler.usagefile import read_usage_file
+
+
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser(
+        "forecast", help="fit forecasts from stored usage and store them; `forecast eval` "
+                         "evaluates the forecaster on a usage file")
+    p.add_argument("action", nargs="?", choices=("eval",), help="eval: rolling-origin evaluation")
+    p.add_argument("--deployment", help="only this deployment (default: all)")
+    p.add_argument("--horizon", type=cli.parse_duration_minutes, default=1440,
+                   help="how far ahead, e.g. 90m, 24h (default 24h)")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--now", type=cli.parse_time, default=None,
+                   help="forecast as of this time instead of the clock")
+    p.add_argument("--usage", help="eval: the usage file (CSV or JSON Lines)")
+    p.add_argument("--train-days", type=float, default=None,
+                   help="eval: history each fit may use (default: all before the origin)")
+    p.add_argument("--eval-days", type=float, default=7.0,
+                   help="eval: evaluate origins over the last N days (default 7)")
+    p.add_argument("--horizons", default="5m,1h,24h",
+                   help="eval: comma-separated horizons (default 5m,1h,24h)")
+    p.set_defaults(handler=cmd_forecast)
+
+
+def cmd_forecast(ctx: cli.Context) -> int:
+    if ctx.args.action == "eval":
+        return cmd_forecast_eval(ctx)
+    now = ctx.args.now or cli.utc_now()
+    deployments = ctx.config.deployments
+    if ctx.args.deployment:
+        deployments = (ctx.config.deployment(ctx.args.deployment),)
+    if not deployments:
+        raise cli.CommandError("no deployments configured", cli.EXIT_USAGE)
+    with cli.connected(ctx) as engine:
+        with engine.connect() as conn:
+            ids = deployment_store.deployment_ids(conn, [d.name for d in deployments])
+            histories = load_histories(conn, deployments, ids, now,
+                                       ctx.config.daemon.history_days)
+        fits = refit(list(histories.values()), now, ctx.args.horizon,
+                     zero_gap_minutes=ctx.config.ingest.zero_gap_minutes)
+        with engine.begin() as conn:
+            run_ids = forecast_store.insert_forecasts(conn, [f.record for f in fits.values()])
+    rows = []
+    for (name, fit), run_id in zip(fits.items(), run_ids, strict=True):
+        fc = fit.forecast
+        hour = slice(0, min(60, fc.mean.shape[0]))
+        rows.append({
+            "deployment": name, "run_id": run_id, "model": fc.model,
+            "as_of": fit.record.as_of.isoformat(), "horizon_minutes": int(fc.mean.shape[0]),
+            "minutes_observed": fit.record.minutes_observed,
+            "next_hour_mean_units": _round(np.nanmean(fc.mean[hour])),
+            "peak_p90_units": _round(np.nanmax(fc.quantile(0.9))),
+            "peak_mean_units": _round(np.nanmax(fc.mean)),
+            "accuracy": fc.accuracy,
+        })
+    if ctx.args.format == "json":
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        print(cli.format_table(
+            ["DEPLOYMENT", "RUN", "MODEL", "MINUTES SEEN", "NEXT HOUR (units)", "PEAK MEAN",
+             "PEAK P90"],
+            [[r["deployment"], r["run_id"], r["model"], r["minutes_observed"],
+              r["next_hour_mean_units"], r["peak_mean_units"], r["peak_p90_units"]]
+             for r in rows]))
+    return cli.EXIT_OK
+
+
+def _round(value: float) -> float | None:
+    return None if not np.isfinite(value) else round(float(value), 3)
+
+
+def cmd_forecast_eval(ctx: cli.Context) -> int:
+    if not ctx.args.usage:
+        raise cli.CommandError("forecast eval needs --usage FILE", cli.EXIT_USAGE)
+    weight, timezone, calendar = 3.0, "UTC", ()
+    if ctx.args.deployment:
+        deployment = ctx.config.deployment(ctx.args.deployment)
+        weight, timezone = deployment.output_token_weight, deployment.timezone
+        calendar = tuple(forecasting.CalendarDay(e.date, e.like_weekday, e.multiplier)
+                         for e in deployment.calendar)
+    parsed = read_usage_file(ctx.args.usage)
+    if parsed.deployments is not None and len(set(parsed.deployments.tolist())) > 1:
+        raise cli.CommandError(f"{parsed.path}: holds several deployments; evaluate one at a time",
+                               cli.EXIT_USAGE)
+    horizons = [cli.parse_duration_minutes(h.strip()) for h in ctx.args.horizons.split(",")]
+    # Put the rows on a regular grid: an absent minute is missing (NaN), never zero.
+    offsets = (parsed.minutes - parsed.minutes[0]).astype(np.int64)
+    series = np.full(int(offsets[-1]) + 1, np.nan)
+    series[offsets] = parsed.input_tokens + weight * parsed.output_tokens
+    start = parsed.minutes[0].astype("datetime64[s]").item().replace(tzinfo=dt.UTC)
+    report = forecasting.rolling_origin_eval(
+        series, step_minutes=1, start=start, timezone=timezone, calendar=calendar,
+        train_days=ctx.args.train_days, horizons=horizons, eval_days=ctx.args.eval_days,
+        zero_gap_minutes=ctx.config.ingest.zero_gap_minutes,
+    )
+    result = report.to_dict()
+    result["usage"] = parsed.path
+    if ctx.args.format == "json":
+        print(json.dumps(result, indent=2))
+        return cli.EXIT_OK
+    print(f"{parsed.path}: naive = {result['naive']}, origins = {result['n_origins']}")
+    print(cli.format_table(
+        ["HORIZON(min)", "MAE", "MASE", "PINBALL", "COVER80", "COVER95", "POINTS"],
+        [[h, f"{s['mae']:.4g}", f"{s['mase']:.3f}", f"{s['pinball']:.4g}",
+          f"{s['coverage_80']:.3f}", f"{s['coverage_95']:.3f}", s["n_points"]]
+         for h, s in result["horizons"].items()]))
+    return cli.EXIT_OK
+
+
+cli.EXTENSIONS.append(add_commands)

@@ -1,0 +1,136 @@
+"""``capsched plan --dry-run`` (safe under cron) and ``capsched backtest`` (no database)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from scheduler import cli
+from scheduler.config import ConfigError
+from scheduler.pipeline import load_histories, refit
+from scheduler.planrun import COMMIT_FORECAST_MINUTES, make_plan
+from scheduler.providers.errors import ProviderError
+from scheduler.providers_runtime import provider_set
+from scheduler.store import deployments as deployment_store
+from scheduler.store import forecasts as forecast_store
+from scheduler.store import locks
+from scheduler.store import plans as plan_store
+from scheduler.usagefile import read_usage_file
+
+log = structlog.get_logger()
+
+
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser("plan", help="plan capacity from stored usage (dry run: changes nothing "
+                                    "at any provider) and store the plan")
+    p.add_argument("--dry-run", action="store_true", required=True,
+                   help="store the plan as a dry run and send nothing (required: live plans "
+                        "are made by `capsched run`)")
+    p.add_argument("--deployment", help="only this deployment (default: all)")
+    p.add_argument("--horizon", type=cli.parse_duration_minutes, default=None,
+                   help="planning horizon, e.g. 4h (default [daemon] plan_horizon_minutes)")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--quiet", action="store_true", help="print nothing on success (for cron)")
+    p.add_argument("--now", type=cli.parse_time, default=None,
+                   help="plan as of this time instead of the clock")
+    p.set_defaults(handler=cmd_plan)
+
+    b = sub.add_parser("backtest", help="replay a usage trace through the forecaster and planner "
+                                        "against the simulated provider (no database)")
+    b.add_argument("--usage", required=True, help="usage file (CSV or JSON Lines)")
+    b.add_argument("--deployment", required=True, help="deployment whose settings to use")
+    b.add_argument("--out", required=True, type=Path, help="output directory")
+    b.add_argument("--start", type=cli.parse_time, default=None,
+                   help="first billed minute (default: the trace's first minute)")
+    b.add_argument("--end", type=cli.parse_time, default=None,
+                   help="end of the billed window, exclusive (default: the trace's end)")
+    b.set_defaults(handler=cmd_backtest)
+
+
+def cmd_plan(ctx: cli.Context) -> int:
+    now = ctx.args.now or cli.utc_now()
+    horizon = ctx.args.horizon or ctx.config.daemon.plan_horizon_minutes
+    deployments = ctx.config.deployments
+    if ctx.args.deployment:
+        deployments = (ctx.config.deployment(ctx.args.deployment),)
+    if not deployments:
+        raise cli.CommandError("no deployments configured", cli.EXIT_USAGE)
+    summaries: list[dict[str, Any]] = []
+    failures: list[str] = []
+    with cli.connected(ctx) as engine, locks.try_lock(engine, locks.DRY_RUN_PLAN) as acquired:
+        if not acquired:
+            raise cli.CommandError("another `capsched plan` is running; try again later",
+                                   cli.EXIT_LOCKED)
+        with engine.connect() as conn:
+            ids = deployment_store.deployment_ids(conn, [d.name for d in deployments])
+            histories = load_histories(conn, deployments, ids, now,
+                                       ctx.config.daemon.history_days)
+        fits = refit(list(histories.values()), now, horizon,
+                     zero_gap_minutes=ctx.config.ingest.zero_gap_minutes)
+        with provider_set(ctx.config, engine) as providers:
+            for deployment in deployments:
+                try:
+                    holdings = providers.get(deployment.provider).holdings(deployment.name)
+                except (ProviderError, ConfigError) as exc:
+                    failures.append(f"{deployment.name}: cannot read provider holdings: {exc}")
+                    continue
+                fit = fits[deployment.name]
+                with engine.begin() as conn:
+                    (run_id,) = forecast_store.insert_forecasts(conn, [fit.record])
+                    history = histories[deployment.name]
+                    outcome = make_plan(
+                        history=history, forecast=fit.forecast, holdings=holdings,
+                        now=fit.record.as_of, mode="dry_run", horizon_minutes=horizon,
+                        forecast_run_id=run_id,
+                        commit_forecast=fit.model.predict(
+                            history.demand, origin=fit.record.as_of,
+                            horizon=COMMIT_FORECAST_MINUTES))
+                    plan_id = plan_store.insert_plan(conn, outcome.record)
+                summaries.append(_summary(deployment.name, plan_id, outcome.record))
+    for failure in failures:
+        print(f"capsched: {failure}", file=sys.stderr)
+    if not ctx.args.quiet:
+        if ctx.args.format == "json":
+            print(json.dumps(summaries, indent=2))
+        elif summaries:
+            print(cli.format_table(
+                ["DEPLOYMENT", "PLAN", "HORIZON", "COMMITTED $", "ELASTIC $", "SPILL $",
+                 "TOTAL $", "DEDICATED $", "PAYG $", "SPILL %", "NEW COMMITS"],
+                [[s["deployment"], s["plan_id"], s["horizon_minutes"], s["committed_cost"],
+                  s["elastic_cost"], s["spill_cost"], s["total_cost"], s["dedicated_cost"],
+                  s["payg_cost"], s["spill_percent"], s["new_commitments"]] for s in summaries]))
+    return cli.EXIT_FAILED if failures else cli.EXIT_OK
+
+
+def _summary(name: str, plan_id: int, record: plan_store.PlanRecord) -> dict[str, Any]:
+    return {
+        "deployment": name, "plan_id": plan_id, "as_of": record.as_of.isoformat(),
+        "horizon_minutes": record.horizon_minutes,
+        "committed_cost": round(record.expected_committed_cost, 2),
+        "elastic_cost": round(record.expected_elastic_cost, 2),
+        "spill_cost": round(record.expected_spill_cost, 2),
+        "total_cost": round(record.expected_total_cost, 2),
+        "dedicated_cost": round(record.dedicated_cost, 2),
+        "payg_cost": round(record.payg_cost, 2),
+        "spill_percent": round(100 * record.expected_spill_fraction, 3),
+        "new_commitments": sum(int(c["units"]) for c in record.commitments),
+        "payg_cheaper_than_unit": record.payg_cheaper_than_unit,
+    }
+
+
+def cmd_backtest(ctx: cli.Context) -> int:
+    from scheduler.planning.backtest import run_backtest
+
+    deployment = ctx.config.deployment(ctx.args.deployment)
+    usage = read_usage_file(ctx.args.usage)
+    summary = run_backtest(usage, deployment, ctx.args.out, start=ctx.args.start,
+                           end=ctx.args.end)
+    print(json.dumps(summary, indent=2, default=str))
+    return cli.EXIT_OK
+
+
+cli.EXTENSIONS.append(add_commands)

@@ -1,0 +1,112 @@
+"""Turning a forecast and what the provider holds into a stored plan (pure).
+
+Shared by ``capsched plan --dry-run`` and the daemon's tick, so both decide alike.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import numpy as np
+
+import forecasting
+from scheduler.config import Deployment
+from scheduler.pipeline import History
+from scheduler.planning import economics, planner
+from scheduler.planning.inputs import SEASONAL_HISTORY_MINUTES, planning_forecast
+from scheduler.providers import base as provider_base
+from scheduler.store.plans import IntervalRecord, PlanRecord
+
+#: How much recent usage sets the token mix used to price spill and pay-as-you-go.
+MIX_WINDOW_MINUTES = 1440
+#: Observations the model's level correction reads (as the backtest does).
+PREDICT_RECENT_MINUTES = 360
+#: Commitment decisions read a week of forecast: the planner repeats it as a weekly profile
+#: over a 30-day term (a plan horizon of a few hours would read as "always at peak").
+COMMIT_FORECAST_MINUTES = 7 * 1440
+
+
+def planner_holdings(holdings: provider_base.Holdings) -> planner.Holdings:
+    """The provider's view of capacity in the planner's terms."""
+    commitments = tuple(
+        economics.Commitment(start=c.start, term_days=c.term_days, units=c.units)
+        for c in holdings.commitments if c.term_days in economics.TERMS_DAYS
+    )
+    elastic = tuple(
+        planner.ElasticBlock(units=t.units, requested_at=t.active_from, active_from=t.active_from)
+        for t in holdings.elastic
+    )
+    return planner.Holdings(commitments=commitments, elastic=elastic)
+
+
+def payg_price_per_unit_minute(history: History, deployment: Deployment) -> float | None:
+    """Dollars for one unit-minute served at pay-as-you-go, at the recent token mix."""
+    tail = slice(-MIX_WINDOW_MINUTES, None)
+    inp, out = history.input_tokens[tail], history.output_tokens[tail]
+    seen = ~np.isnan(inp) & ~np.isnan(out)
+    units = float(np.sum(economics.demand_units(inp[seen], out[seen], deployment)))
+    if units <= 0:
+        return None
+    dollars = economics.payg_total_cost(inp[seen], out[seen], deployment.pricing)
+    return dollars / units
+
+
+@dataclass(frozen=True)
+class PlanOutcome:
+    plan: planner.Plan
+    record: PlanRecord
+
+
+def make_plan(
+    *,
+    history: History,
+    forecast: forecasting.Forecast,
+    holdings: provider_base.Holdings,
+    now: dt.datetime,
+    mode: str,
+    horizon_minutes: int,
+    forecast_run_id: int | None,
+    commit_forecast: forecasting.Forecast | None,
+    held: bool = False,
+) -> PlanOutcome:
+    """Plan one deployment; commitments are decided only when ``commit_forecast`` is given."""
+    deployment = history.deployment
+    recent = history.demand[-PREDICT_RECENT_MINUTES:]
+    past = history.demand[-SEASONAL_HISTORY_MINUTES:]
+    fc = planning_forecast(forecast, now, recent, past)
+    price = payg_price_per_unit_minute(history, deployment)
+    settings = planner.PlannerSettings(horizon_minutes=horizon_minutes)
+    result = planner.plan(
+        fc, planner_holdings(holdings), deployment, now, settings=settings,
+        commit_forecast=(None if commit_forecast is None
+                         else planning_forecast(commit_forecast, now, recent, past)),
+        spill_price=price,
+    )
+    expected = result.expected_demand
+    unit_minute_payg = price if price is not None else planner.default_spill_price(deployment)
+    dedicated = economics.dedicated_at_peak_cost(expected, deployment)
+    record = PlanRecord(
+        deployment_id=history.deployment_id, as_of=now, mode=mode,
+        horizon_minutes=result.horizon_minutes, forecast_run_id=forecast_run_id,
+        expected_committed_cost=result.expected_cost.committed,
+        expected_elastic_cost=result.expected_cost.elastic,
+        expected_spill_cost=result.expected_cost.spill,
+        dedicated_cost=dedicated, payg_cost=float(np.sum(expected)) * unit_minute_payg,
+        expected_spill_fraction=result.expected_spill_fraction,
+        payg_cheaper_than_unit=result.payg_cheaper_than_unit, held=held,
+        reasons=[{"at": r.at.isoformat(), "tier": r.tier, "rule": r.rule,
+                  "quantile": r.quantile, "detail": r.detail} for r in result.reasons],
+        commitments=[{"start": c.start.isoformat(), "term_days": c.term_days,
+                      "units": c.units} for c in result.new_commitments],
+        actions=[{"kind": a.kind, "decided_at": a.decided_at.isoformat(),
+                  "issue_at": a.issue_at.isoformat(), "effective_at": a.effective_at.isoformat(),
+                  "units": a.units, "term_days": a.term_days, "reason": a.reason}
+                 for a in result.actions],
+        intervals=[IntervalRecord(
+            start=i.start, end=i.end, committed_units=i.committed_units,
+            elastic_target=i.elastic_units,
+            demand_quantiles={f"{level:g}": value for level, value in i.demand_quantiles},
+            expected_spill_units=i.expected_spill_units) for i in result.intervals],
+    )
+    return PlanOutcome(result, record)
