@@ -26,7 +26,7 @@ run: $(STAMP)
 	$(BIN)/capsched status
 	$(BIN)/capsched $(RUN_ARGS)
 
-RUN_ARGS ?= status
+RUN_ARGS ?= run --replay-from 2025-01-13T00:00Z --speed 60
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

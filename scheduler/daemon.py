@@ -1,0 +1,404 @@
+"""The daemon: one tick per minute turns forecasts and plans into capacity, safely.
+
+Each tick reads the clock once (the caller passes ``now``) and, while this process is the
+leader (a PostgreSQL advisory lock; a second daemon waits as a standby):
+
+1. checks ingest freshness: usage older than ``staleness_minutes`` means *hold* capacity;
+2. updates the level correction: the fitted model predicts from the latest minutes;
+3. re-plans elastic targets (and, once a local day, commitments) and applies the rails;
+4. journals the resulting actions, then recovers and sends due actions (exactly once);
+5. reconciles the journal with what each provider holds and records drift.
+
+Forecast refits run on their own cadence (``refit_minutes``) and swap the models in
+atomically, so a tick never waits for a refit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+import zoneinfo
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+import structlog
+
+import forecasting
+from scheduler import journal, rails
+from scheduler.config import Config, Deployment
+from scheduler.metrics import Metrics
+from scheduler.pipeline import History, load_histories, minute_floor, refit, splice
+from scheduler.planning.economics import Commitment
+from scheduler.planrun import COMMIT_FORECAST_MINUTES, make_plan
+from scheduler.providers.base import Holdings, Provider
+from scheduler.providers.errors import ProviderError
+from scheduler.providers_runtime import ProviderSet
+from scheduler.store import decisions as decision_store
+from scheduler.store import deployments as deployment_store
+from scheduler.store import forecasts as forecast_store
+from scheduler.store import journal as journal_store
+from scheduler.store import plans as plan_store
+from scheduler.store.locks import LeaderLock
+
+log = structlog.get_logger()
+
+#: Usage each tick re-reads; older minutes come from the history kept since the refit.
+RELOAD_MINUTES = 120
+#: A live plan is stored when anything changes, and at least this often per deployment.
+PLAN_RECORD_EVERY = dt.timedelta(minutes=15)
+
+
+@dataclass
+class DeploymentOutcome:
+    deployment: str
+    planned_target: int | None = None
+    sent_target: int | None = None
+    held: bool = False
+    error: str | None = None
+    commitments: int = 0
+
+
+@dataclass
+class TickReport:
+    tick_id: str
+    now: dt.datetime
+    leader: bool
+    paused: bool = False
+    deployments: list[DeploymentOutcome] = field(default_factory=list)
+    actions_planned: int = 0
+    actions_confirmed: int = 0
+    actions_failed: int = 0
+    actions_retrying: int = 0
+    drift: int = 0
+    refitted: bool = False
+    errors: list[str] = field(default_factory=list)
+    duration_seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+@dataclass(frozen=True)
+class Models:
+    """The fitted models of one refit, swapped in as a whole."""
+
+    fitted_at: dt.datetime
+    by_name: Mapping[str, forecasting.FittedModel]
+    run_ids: Mapping[str, int]
+    histories: Mapping[str, History]
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        engine: sa.Engine,
+        providers: ProviderSet,
+        *,
+        instance_id: str | None = None,
+        metrics: Metrics | None = None,
+        perf_counter: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.providers = providers
+        self.instance_id = instance_id or f"capsched-{uuid.uuid4().hex[:8]}"
+        self.metrics = metrics or Metrics()
+        self.leader = LeaderLock(engine)
+        self._perf_counter = perf_counter
+        self._models: Models | None = None
+        self._ids: dict[str, int] = {}
+        self._last_plan_at: dict[str, dt.datetime] = {}
+        self._last_target: dict[str, int] = {}
+        self.last_progress = perf_counter()
+        self._sync_deployments()
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def _sync_deployments(self) -> None:
+        with self.engine.begin() as conn:
+            self._ids = deployment_store.sync_deployments(conn, self.config.deployments)
+
+    def reload(self, config: Config, providers: ProviderSet) -> None:
+        """SIGHUP: a new config takes effect at the next tick; models refit for new ones."""
+        removed = {d.name for d in self.config.deployments} - {d.name for d in config.deployments}
+        for name in removed:
+            self.metrics.forget_deployment(name)
+        old_providers = self.providers
+        self.config, self.providers = config, providers
+        old_providers.close()
+        self._sync_deployments()
+        self._models = None  # deployments or their settings may have changed: refit
+
+    # -- forecasting -------------------------------------------------------------------------
+
+    def refit(self, now: dt.datetime) -> Models:
+        """Fit every deployment's model on ``history_days`` of usage; store the runs."""
+        deployments = self.config.deployments
+        with self.engine.connect() as conn:
+            histories = load_histories(conn, deployments, self._ids, now,
+                                       self.config.daemon.history_days)
+        fits = refit(list(histories.values()), now, self.config.daemon.plan_horizon_minutes,
+                     zero_gap_minutes=self.config.ingest.zero_gap_minutes)
+        with self.engine.begin() as conn:
+            run_ids = forecast_store.insert_forecasts(conn, [f.record for f in fits.values()])
+        models = Models(
+            fitted_at=now,
+            by_name={name: f.model for name, f in fits.items()},
+            run_ids=dict(zip(fits, run_ids, strict=True)),
+            histories=histories,
+        )
+        self._models = models  # one assignment: ticks see the old or the new set, never a mix
+        log.info("refit", deployments=len(fits), as_of=now.isoformat())
+        return models
+
+    def refit_due(self, now: dt.datetime) -> bool:
+        models = self._models
+        return models is None or now - models.fitted_at >= dt.timedelta(
+            minutes=self.config.daemon.refit_minutes)
+
+    # -- the tick ----------------------------------------------------------------------------
+
+    def tick(self, now: dt.datetime, *, refit_inline: bool = True) -> TickReport:
+        """One unit of work at ``now``. Never raises for a provider or per-deployment error."""
+        started = self._perf_counter()
+        now = now.astimezone(dt.UTC)
+        report = TickReport(tick_id=f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:6]}", now=now,
+                            leader=False)
+        try:
+            report.leader = self.leader.try_acquire()
+            if report.leader:
+                self._lead(now, report, refit_inline=refit_inline)
+        except sa.exc.DBAPIError as exc:
+            # The database went away mid-tick: drop leadership (the lock died with the
+            # connection anyway) and try again next tick.
+            report.errors.append(f"database: {exc.orig}")
+            self.leader.release()
+        report.duration_seconds = self._perf_counter() - started
+        self.last_progress = self._perf_counter()
+        if report.leader:
+            self._finish(report)
+        log.info("tick", tick_id=report.tick_id, leader=report.leader, paused=report.paused,
+                 deployments=len(report.deployments), actions_planned=report.actions_planned,
+                 actions_sent=report.actions_confirmed, actions_failed=report.actions_failed,
+                 retrying=report.actions_retrying, drift=report.drift, refitted=report.refitted,
+                 held=sum(d.held for d in report.deployments),
+                 lag_seconds=round(report.duration_seconds, 3), errors=report.errors[:5])
+        return report
+
+    def _lead(self, now: dt.datetime, report: TickReport, *, refit_inline: bool) -> None:
+        # Without any model there is nothing to plan from; otherwise refits run on their own
+        # cadence (the daemon's refit job) unless the caller asks for one inline.
+        if self._models is None or (refit_inline and self.refit_due(now)):
+            self.refit(now)
+            report.refitted = True
+        models = self._models
+        deployments = self.config.deployments
+        with self.engine.connect() as conn:
+            report.paused = journal_store.is_paused(conn)
+            fresh = load_histories(conn, deployments, self._ids, now, RELOAD_MINUTES / 1440)
+            decided = decision_store.decided_on(conn, list(self._ids.values()))
+        self.metrics.set_paused(report.paused)
+        committed_spend = 0.0
+        holdings_by_name: dict[str, Holdings] = {}
+        for deployment in deployments:
+            outcome = DeploymentOutcome(deployment.name)
+            report.deployments.append(outcome)
+            try:
+                holdings = self.providers.get(deployment.provider).holdings(deployment.name)
+            except ProviderError as exc:
+                outcome.error = f"holdings: {exc}"
+                self.metrics.record_provider_error(deployment.provider, type(exc).__name__)
+                continue
+            holdings_by_name[deployment.name] = holdings
+            month_start, month_end = rails.month_bounds(now)
+            committed_spend += rails.committed_spend_in(
+                [Commitment(c.start, c.term_days, c.units) for c in holdings.commitments
+                 if c.term_days in (7, 30)], deployment, month_start, month_end)
+        for deployment in deployments:
+            outcome = next(o for o in report.deployments if o.deployment == deployment.name)
+            holdings = holdings_by_name.get(deployment.name)
+            if holdings is None:
+                continue
+            if models is None or deployment.name not in models.by_name:
+                outcome.error = "no forecast model yet"
+                continue
+            history = splice(models.histories[deployment.name], fresh[deployment.name])
+            try:
+                committed_spend += self._plan_deployment(
+                    deployment, history, holdings, models, now, report, outcome,
+                    decided.get(self._ids[deployment.name]), committed_spend)
+            except (ValueError, ProviderError) as exc:
+                outcome.error = f"plan: {exc}"
+        for outcome in report.deployments:
+            if outcome.error:
+                report.errors.append(f"{outcome.deployment}: {outcome.error}")
+        if not report.paused:
+            self._send(now, report)
+        self._reconcile(now, report)
+
+    def _plan_deployment(
+        self,
+        deployment: Deployment,
+        history: History,
+        holdings: Holdings,
+        models: Models,
+        now: dt.datetime,
+        report: TickReport,
+        outcome: DeploymentOutcome,
+        decided_on: dt.date | None,
+        committed_spend: float,
+    ) -> float:
+        """Plan one deployment, journal its actions; return the commitment spend it adds."""
+        origin = minute_floor(now)
+        ident = self._ids[deployment.name]
+        fc = models.by_name[deployment.name].predict(
+            history.demand, origin=origin, horizon=self.config.daemon.plan_horizon_minutes)
+        stale = self._stale(history, origin)
+        local_now = origin.astimezone(zoneinfo.ZoneInfo(deployment.timezone))
+        decide = (local_now.strftime("%H:%M") >= self.config.daemon.commit_decision_time
+                  and decided_on != local_now.date())
+        commit_fc = (models.by_name[deployment.name].predict(
+            history.demand, origin=origin, horizon=COMMIT_FORECAST_MINUTES) if decide else None)
+        result = make_plan(
+            history=history, forecast=fc, holdings=holdings, now=origin, mode="live",
+            horizon_minutes=self.config.daemon.plan_horizon_minutes,
+            forecast_run_id=models.run_ids.get(deployment.name), commit_forecast=commit_fc,
+            held=stale)
+        plan = result.plan
+        current = holdings.elastic_target
+        committed = holdings.committed_at(origin)
+        wanted = plan.action_now()
+        planned = wanted.units if wanted is not None else current
+        decision = rails.elastic_target(
+            planned=planned, current=current, committed=committed, deployment=deployment,
+            stale=stale, max_change_per_tick=self.config.daemon.max_change_per_tick)
+        outcome.planned_target, outcome.held = planned, decision.held
+        self.metrics.set_held(deployment.name, decision.held)
+        observed = history.demand[~np.isnan(history.demand)]
+        if observed.size:
+            self.metrics.set_demand(deployment.name, float(observed[-1]))
+            self.metrics.set_spill(deployment.name,
+                                   max(0.0, float(observed[-1]) - holdings.capacity_at(origin)))
+        self.metrics.set_capacity(deployment.name, committed=committed,
+                                  elastic=holdings.elastic_at(origin))
+        changed = decision.target != current or bool(plan.new_commitments)
+        plan_id: int | None = None
+        last = self._last_plan_at.get(deployment.name)
+        if changed or last is None or origin - last >= PLAN_RECORD_EVERY or decide:
+            with self.engine.begin() as conn:
+                plan_id = plan_store.insert_plan(conn, result.record)
+                if decide:
+                    decision_store.record_decision(conn, ident, local_now.date(), origin)
+            self._last_plan_at[deployment.name] = origin
+        if report.paused:
+            return 0.0
+        added_spend = 0.0
+        if decision.target != current and self._last_target.get(deployment.name) != decision.target:
+            reason = ", ".join((wanted.reason,) if wanted else ()) or "hold"
+            if decision.reasons:
+                reason += f" [rails: {', '.join(decision.reasons)}]"
+            journal.plan_action(self.engine, journal.ActionRequest(
+                deployment_id=ident, kind=journal.KIND_ELASTIC, target_units=decision.target,
+                due_at=origin, effective_at=origin + dt.timedelta(
+                    minutes=deployment.scale_up_lead_minutes),
+                plan_id=plan_id, reason=reason[:500]), now)
+            report.actions_planned += 1
+            outcome.sent_target = decision.target
+        self._last_target[deployment.name] = decision.target
+        for commitment in plan.new_commitments:
+            if not rails.commitment_within_budget(
+                    new=commitment, existing_spend_this_month=committed_spend + added_spend,
+                    deployment=deployment, now=origin,
+                    monthly_budget=self.config.daemon.monthly_budget):
+                report.errors.append(
+                    f"{deployment.name}: commitment of {commitment.units} unit(s) for "
+                    f"{commitment.term_days} days blocked by the monthly budget")
+                continue
+            journal.plan_action(self.engine, journal.ActionRequest(
+                deployment_id=ident, kind=journal.KIND_COMMITMENT, units=commitment.units,
+                term_days=commitment.term_days, due_at=origin, effective_at=commitment.start,
+                plan_id=plan_id, reason="daily commitment decision"), now)
+            month_start, month_end = rails.month_bounds(origin)
+            added_spend += rails.committed_spend_in([commitment], deployment, month_start,
+                                                    month_end)
+            report.actions_planned += 1
+            outcome.commitments += commitment.units
+        return added_spend
+
+    def _stale(self, history: History, origin: dt.datetime) -> bool:
+        seen = np.flatnonzero(~np.isnan(history.demand))
+        if seen.size == 0:
+            return True
+        last_minute = history.start + dt.timedelta(minutes=int(seen[-1]))
+        return origin - last_minute > dt.timedelta(minutes=self.config.daemon.staleness_minutes)
+
+    def _providers_in_use(self) -> dict[str, tuple[Provider, dict[int, str]]]:
+        grouped: dict[str, tuple[Provider, dict[int, str]]] = {}
+        for deployment in self.config.deployments:
+            try:
+                provider = self.providers.get(deployment.provider)
+            except Exception:  # reported by the planning pass already
+                continue
+            grouped.setdefault(deployment.provider, (provider, {}))[1][
+                self._ids[deployment.name]] = deployment.name
+        return grouped
+
+    def _send(self, now: dt.datetime, report: TickReport) -> None:
+        for name, (provider, names) in self._providers_in_use().items():
+            for step in (journal.recover(self.engine, provider, now, deployment_name_by_id=names),
+                         journal.send_due(self.engine, provider, names, now)):
+                report.actions_confirmed += len(step.confirmed)
+                report.actions_failed += len(step.failed)
+                report.actions_retrying += len(step.retrying)
+                for outcome in step.outcomes:
+                    self.metrics.record_action(name, "action", outcome.outcome)
+                    if outcome.error_class:
+                        self.metrics.record_provider_error(name, outcome.error_class)
+                for alert in step.alerts:
+                    report.errors.append(f"provider {name}: {alert.error}")
+
+    def _reconcile(self, now: dt.datetime, report: TickReport) -> None:
+        for name, (provider, names) in self._providers_in_use().items():
+            try:
+                drifts = journal.reconcile(self.engine, provider, names, now)
+            except ProviderError as exc:
+                report.errors.append(f"reconcile {name}: {exc}")
+                continue
+            for drift in drifts:
+                if drift.event_id is not None:
+                    report.drift += 1
+                    log.warning("drift", deployment=drift.deployment, kind=drift.kind,
+                                expected=drift.expected, actual=drift.actual)
+
+    def _finish(self, report: TickReport) -> None:
+        self.metrics.observe_tick(report.duration_seconds, report.now)
+        try:
+            with self.engine.begin() as conn:
+                journal_store.record_heartbeat(
+                    conn, instance_id=self.instance_id, tick_at=report.now,
+                    tick_id=report.tick_id, ok=report.ok,
+                    error="; ".join(report.errors)[:2000] or None)
+        except sa.exc.DBAPIError as exc:
+            log.error("heartbeat_failed", error=str(exc.orig))
+
+    def close(self) -> None:
+        self.leader.release()
+        self.providers.close()
+
+
+def set_provider_clocks(providers: ProviderSet, config: Config, clock: Callable[[], dt.datetime]
+                        ) -> None:
+    """For ``--now``: simulated providers follow the given time instead of the wall clock."""
+    for deployment in config.deployments:
+        try:
+            provider: Any = providers.get(deployment.provider)
+        except Exception:
+            continue
+        if hasattr(provider, "set_clock"):
+            provider.set_clock(clock)

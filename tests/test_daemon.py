@@ -1,0 +1,180 @@
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+
+from scheduler import database as db
+from scheduler.daemon import Daemon, set_provider_clocks
+from scheduler.ingest import ingest_files
+from scheduler.providers_runtime import ProviderSet
+from scheduler.store import journal as journal_store
+from scheduler.store import simulated as sim_store
+from tests.daemon_support import START, config, write_trace
+
+DAY = START + dt.timedelta(days=14)  # Monday 2026-03-16
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = DAY
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+
+@pytest.fixture
+def setup(engine: sa.Engine, tmp_path: Path) -> Iterator[tuple[Daemon, Clock]]:
+    cfg, _ = config(tmp_path)
+    providers = ProviderSet(cfg, engine)
+    daemon = Daemon(cfg, engine, providers, instance_id="test-a")
+    clock = Clock()
+    set_provider_clocks(providers, cfg, clock)
+    yield daemon, clock
+    daemon.close()
+
+
+def ingest_until(engine: sa.Engine, tmp_path: Path, until: dt.datetime) -> None:
+    trace = write_trace(tmp_path / "usage.csv", 0, until=until)
+    ingest_files(engine, [str(trace)], deployment="bot", source="gw")
+
+
+def run_ticks(daemon: Daemon, clock: Clock, start: dt.datetime, minutes: int) -> None:
+    for i in range(minutes):
+        clock.now = start + dt.timedelta(minutes=i)
+        report = daemon.tick(clock.now)
+        assert report.leader
+
+
+def holdings(daemon: Daemon):  # type: ignore[no-untyped-def]
+    return daemon.providers.get("simulated").holdings("bot")
+
+
+def test_scales_up_before_the_peak_and_down_after(
+    setup: tuple[Daemon, Clock], engine: sa.Engine, tmp_path: Path
+) -> None:
+    daemon, clock = setup
+    ingest_until(engine, tmp_path, DAY + dt.timedelta(days=1))
+    run_ticks(daemon, clock, DAY.replace(hour=7, minute=45), 16)  # 07:45 .. 08:00
+    peak = DAY.replace(hour=8)
+    assert holdings(daemon).capacity_at(peak) >= 3, "3 units must serve from 08:00"
+    with engine.connect() as conn:
+        ups = conn.execute(sa.text(
+            "SELECT decided_at, effective_at, target_units FROM action "
+            "WHERE kind = 'elastic_set_target' AND state = 'confirmed' ORDER BY id")).all()
+    assert any(a.effective_at <= peak and a.decided_at <= peak - dt.timedelta(minutes=5)
+               for a in ups), ups
+    run_ticks(daemon, clock, DAY.replace(hour=17, minute=55), 16)  # 17:55 .. 18:10
+    after = DAY.replace(hour=18, minute=10)
+    assert holdings(daemon).capacity_at(after) <= 2
+    assert holdings(daemon).capacity_at(after) >= 1
+
+
+def test_stale_usage_holds_capacity(
+    setup: tuple[Daemon, Clock], engine: sa.Engine, tmp_path: Path
+) -> None:
+    daemon, clock = setup
+    ingest_until(engine, tmp_path, DAY.replace(hour=12))  # ingestion stops at noon
+    run_ticks(daemon, clock, DAY.replace(hour=11, minute=58), 2)
+    assert holdings(daemon).capacity_at(DAY.replace(hour=12, minute=5)) >= 3
+    run_ticks(daemon, clock, DAY.replace(hour=18, minute=30), 3)
+    assert holdings(daemon).capacity_at(DAY.replace(hour=18, minute=35)) >= 3
+    with engine.connect() as conn:
+        held = conn.execute(sa.text(
+            "SELECT held FROM plan WHERE as_of >= :t ORDER BY id DESC LIMIT 1"),
+            {"t": DAY.replace(hour=18)}).scalar()
+        downs = conn.execute(sa.text(
+            "SELECT count(*) FROM action WHERE decided_at >= :t"),
+            {"t": DAY.replace(hour=18)}).scalar()
+    assert held is True
+    assert downs == 0
+
+
+def test_pause_records_plans_and_sends_nothing(
+    setup: tuple[Daemon, Clock], engine: sa.Engine, tmp_path: Path
+) -> None:
+    daemon, clock = setup
+    ingest_until(engine, tmp_path, DAY + dt.timedelta(days=1))
+    with engine.begin() as conn:
+        journal_store.set_paused(conn, True, now=DAY, reason="test")
+    run_ticks(daemon, clock, DAY.replace(hour=7, minute=50), 6)
+    with engine.connect() as conn:
+        plans = conn.execute(sa.text("SELECT count(*) FROM plan WHERE mode = 'live'")).scalar()
+        actions = conn.execute(sa.text("SELECT count(*) FROM action")).scalar()
+    assert plans and plans >= 1
+    assert actions == 0
+    assert holdings(daemon).elastic_target == 0
+
+
+def test_only_one_daemon_acts_and_the_standby_takes_over(
+    setup: tuple[Daemon, Clock], engine: sa.Engine, db_url: str, tmp_path: Path
+) -> None:
+    first, clock = setup
+    ingest_until(engine, tmp_path, DAY + dt.timedelta(days=1))
+    cfg, _ = config(tmp_path)
+    other_engine = db.make_engine(db_url)
+    second = Daemon(cfg, other_engine, ProviderSet(cfg, other_engine), instance_id="test-b")
+    set_provider_clocks(second.providers, cfg, clock)
+    try:
+        clock.now = DAY.replace(hour=7, minute=50)
+        assert first.tick(clock.now).leader
+        assert not second.tick(clock.now).leader
+        with psycopg.connect(db.libpq_url(db_url), autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND granted AND pid <> pg_backend_pid()")
+        clock.now += dt.timedelta(minutes=1)
+        assert second.tick(clock.now).leader
+        assert not first.tick(clock.now).leader
+        with engine.connect() as conn:
+            state = journal_store.read_heartbeat(conn)
+        assert state is not None and state.instance_id == "test-b"
+    finally:
+        second.close()
+        other_engine.dispose()
+
+
+def test_provider_failures_are_retried_and_never_crash_the_tick(
+    setup: tuple[Daemon, Clock], engine: sa.Engine, tmp_path: Path
+) -> None:
+    daemon, clock = setup
+    ingest_until(engine, tmp_path, DAY + dt.timedelta(days=1))
+    with engine.begin() as conn:
+        sim_store.arm_fault(conn, "temporary", operation="set_elastic_target", times=2)
+        sim_store.arm_fault(conn, "timeout", operation="set_elastic_target", times=1)
+    run_ticks(daemon, clock, DAY.replace(hour=7, minute=40), 21)  # through 08:00
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT state, attempts, error_class FROM action "
+            "WHERE kind = 'elastic_set_target' ORDER BY id")).all()
+    assert any(r.attempts > 1 for r in rows), rows
+    assert rows[-1].state in ("confirmed", "superseded")
+    with engine.begin() as conn:
+        sim_store.arm_fault(conn, "out_of_capacity", operation="set_elastic_target", times=1)
+    run_ticks(daemon, clock, DAY.replace(hour=17, minute=59), 3)
+    with engine.connect() as conn:
+        failed = conn.execute(sa.text(
+            "SELECT count(*) FROM action WHERE state = 'failed' "
+            "AND error_class = 'OutOfCapacityError'")).scalar()
+        backoff = conn.execute(sa.text("SELECT count(*) FROM deployment_backoff")).scalar()
+    assert failed == 1
+    assert backoff == 1
+
+
+def test_a_lost_database_connection_is_survived(
+    setup: tuple[Daemon, Clock], engine: sa.Engine, db_url: str, tmp_path: Path
+) -> None:
+    daemon, clock = setup
+    ingest_until(engine, tmp_path, DAY + dt.timedelta(days=1))
+    run_ticks(daemon, clock, DAY.replace(hour=7, minute=50), 1)
+    with psycopg.connect(db.libpq_url(db_url), autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                      "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+    clock.now = DAY.replace(hour=7, minute=51)
+    daemon.tick(clock.now)  # may find its leadership gone; must not raise
+    run_ticks(daemon, clock, DAY.replace(hour=7, minute=52), 9)
+    assert holdings(daemon).capacity_at(DAY.replace(hour=8)) >= 3

@@ -1,0 +1,171 @@
+"""The daemon as real processes: SIGKILL mid-send, SIGTERM, and a standby taking over."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from scheduler.config import parse_config
+from scheduler.ingest import ingest_files
+from scheduler.store import deployments as deployment_store
+from scheduler.store import journal as journal_store
+from scheduler.store import simulated as sim_store
+from tests.daemon_support import CONFIG, START, write_trace
+
+DAY = START + dt.timedelta(days=14)
+
+
+@pytest.fixture
+def prepared(engine: sa.Engine, db_url: str, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    config_path = tmp_path / "capsched.toml"
+    config_path.write_text(CONFIG)
+    import tomllib
+
+    with engine.begin() as conn:
+        deployment_store.sync_deployments(
+            conn, parse_config(tomllib.loads(CONFIG)).deployments)
+    trace = write_trace(tmp_path / "usage.csv", 0, until=DAY + dt.timedelta(days=1))
+    ingest_files(engine, [str(trace)], deployment="bot", source="gw")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAPSCHED_")}
+    env.update(CAPSCHED_CONFIG=str(config_path), CAPSCHED_DATABASE_URL=db_url,
+               CAPSCHED_LOG_FORMAT="json")
+    return config_path, env
+
+
+def capsched(env: dict[str, str], *args: str, timeout: float = 120
+             ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "scheduler.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def applied_per_key(engine: sa.Engine) -> dict[str, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT idempotency_key, count(*) FROM sim_request WHERE applied "
+            "GROUP BY idempotency_key")).all()
+    return {key: int(n) for key, n in rows}
+
+
+def test_sigkill_at_each_step_of_sending_yields_every_action_exactly_once(
+    prepared: tuple[Path, dict[str, str]], engine: sa.Engine
+) -> None:
+    _, env = prepared
+    # Alternate the kill point: before the provider applies the change (the journal says
+    # "sent"), and after it applied it but before the journal heard back.
+    crash_plan = {52: False, 53: True, 54: False, 55: True, 58: True, 59: False}
+    kills = 0
+    for minute in range(50, 63):  # 07:50 .. 08:02, one tick a minute
+        now = DAY.replace(hour=7) + dt.timedelta(minutes=minute)
+        if minute in crash_plan:
+            with engine.begin() as conn:
+                sim_store.arm_fault(conn, "crash", apply_first=crash_plan[minute],
+                                    operation="set_elastic_target")
+        result = capsched(env, "run", "--once", "--now", now.isoformat())
+        restarts = 0
+        while result.returncode == -signal.SIGKILL and restarts < 10:
+            kills += 1
+            restarts += 1
+            # The restarted daemon recovers the journal at its next tick.
+            result = capsched(env, "run", "--once", "--now", now.isoformat())
+        assert result.returncode in (0, 1), result.stderr[-2000:]
+    with engine.begin() as conn:
+        sim_store.clear_faults(conn)
+    last = capsched(env, "run", "--once", "--now", DAY.replace(hour=8, minute=3).isoformat())
+    assert last.returncode == 0, last.stderr[-2000:]
+    assert kills >= 2, "the crash faults must actually have killed the daemon"
+    per_key = applied_per_key(engine)
+    assert per_key and all(n == 1 for n in per_key.values()), per_key
+    with engine.connect() as conn:
+        actions = conn.execute(sa.text(
+            "SELECT idempotency_key, state FROM action WHERE kind = 'elastic_set_target'")).all()
+    confirmed = {a.idempotency_key for a in actions if a.state == "confirmed"}
+    never_sent = {a.idempotency_key for a in actions if a.state == "superseded"}
+    assert confirmed <= set(per_key)
+    assert not never_sent & set(per_key)
+    assert not [a for a in actions if a.state == "sent"]
+    with engine.connect() as conn:
+        capacity = conn.execute(sa.text(
+            "SELECT coalesce(sum(units), 0) FROM sim_tranche WHERE active_from <= :t"),
+            {"t": DAY.replace(hour=8, minute=3)}).scalar()
+        committed = conn.execute(sa.text(
+            'SELECT coalesce(sum(units), 0) FROM sim_commitment WHERE start <= :t AND "end" > :t'),
+            {"t": DAY.replace(hour=8, minute=3)}).scalar()
+    assert int(capacity) + int(committed) >= 3
+
+
+def _start(env: dict[str, str], replay_from: dt.datetime, speed: float) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "scheduler.cli", "run", "--replay-from", replay_from.isoformat(),
+         "--speed", str(speed)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_daemon_scales_up_before_the_peak_and_stops_cleanly_on_sigterm(
+    prepared: tuple[Path, dict[str, str]], engine: sa.Engine
+) -> None:
+    _, env = prepared
+    proc = _start(env, DAY.replace(hour=7, minute=45), speed=120)  # a tick every 0.5 s
+
+    def scaled_up() -> bool:
+        with engine.connect() as conn:
+            return bool(conn.execute(sa.text(
+                "SELECT count(*) FROM action WHERE kind = 'elastic_set_target' "
+                "AND state = 'confirmed' AND effective_at <= :peak AND target_units >= 1"),
+                {"peak": DAY.replace(hour=8)}).scalar())
+
+    try:
+        assert _wait_for(scaled_up, 90), "no confirmed scale-up effective by 08:00"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    ticks = [e for e in events if e.get("event") == "tick"]
+    assert ticks and all("tick_id" in t and "actions_sent" in t for t in ticks)
+    assert events[-1]["event"] == "daemon_stopping"
+
+
+def test_two_daemons_one_acts_and_the_other_takes_over_after_a_kill(
+    prepared: tuple[Path, dict[str, str]], engine: sa.Engine
+) -> None:
+    _, env = prepared
+    first = _start(env, DAY.replace(hour=6), speed=120)
+
+    def leader() -> str | None:
+        with engine.connect() as conn:
+            state = journal_store.read_heartbeat(conn)
+        return state.instance_id if state else None
+
+    second: subprocess.Popen[str] | None = None
+    try:
+        assert _wait_for(lambda: leader() is not None, 90)
+        original = leader()
+        second = _start(env, DAY.replace(hour=6), speed=120)
+        time.sleep(4)  # several ticks of both
+        assert leader() == original, "the standby must not act while the leader lives"
+        first.kill()
+        first.wait(timeout=30)
+        assert _wait_for(lambda: leader() not in (None, original), 60), "no takeover"
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.communicate(timeout=60)
