@@ -20,7 +20,7 @@ from scheduler.config import Config, ConfigError, load_config
 from scheduler.credentials import SecretError, resolve_secret
 from scheduler.daemon import Daemon, set_provider_clocks
 from scheduler.logs import configure_logging
-from scheduler.metrics import Metrics, start_metrics_server
+from scheduler.metrics import start_metrics_server
 from scheduler.providers_runtime import ProviderSet
 from scheduler.push import PushServer
 from scheduler.store import journal as journal_store

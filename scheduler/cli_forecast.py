@@ -80,14 +80,15 @@ def cmd_forecast(ctx: cli.Context) -> int:
     return cli.EXIT_OK
 
 
-def _round(value: float) -> float | None:
+def _round(value: float | np.floating[Any]) -> float | None:
     return None if not np.isfinite(value) else round(float(value), 3)
 
 
 def cmd_forecast_eval(ctx: cli.Context) -> int:
     if not ctx.args.usage:
         raise cli.CommandError("forecast eval needs --usage FILE", cli.EXIT_USAGE)
-    weight, timezone, calendar = 3.0, "UTC", ()
+    weight, timezone = 3.0, "UTC"
+    calendar: tuple[forecasting.CalendarDay, ...] = ()
     if ctx.args.deployment:
         deployment = ctx.config.deployment(ctx.args.deployment)
         weight, timezone = deployment.output_token_weight, deployment.timezone

@@ -139,6 +139,9 @@ class DaemonSettings:
     ingest_token: str = ""
     ingest_token_file: str = ""
     misfire_grace_seconds: int = 30
+    #: Seconds a tick may spend on routine re-plans; past it they wait for the next tick
+    #: (urgent ones never wait). Keeps a tick over 1,000 deployments near a second.
+    replan_budget_seconds: float = 0.5
     provider_timeout_seconds: float = 10.0
 
 

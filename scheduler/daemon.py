@@ -29,10 +29,11 @@ import structlog
 
 import forecasting
 from scheduler import journal, rails
-from scheduler.config import Config, Deployment
+from scheduler.config import Config, ConfigError, Deployment
 from scheduler.metrics import Metrics
-from scheduler.pipeline import History, load_histories, minute_floor, refit, splice
+from scheduler.pipeline import History, HistoryBuffer, load_histories, minute_floor, refit
 from scheduler.planning.economics import Commitment
+from scheduler.planning.follow import ROUTINE, FollowedPlan, FollowSettings
 from scheduler.planrun import COMMIT_FORECAST_MINUTES, make_plan
 from scheduler.providers.base import Holdings, Provider
 from scheduler.providers.errors import ProviderError
@@ -43,13 +44,12 @@ from scheduler.store import forecasts as forecast_store
 from scheduler.store import journal as journal_store
 from scheduler.store import plans as plan_store
 from scheduler.store.locks import LeaderLock
+from scheduler.store.plans import PlanRecord
 
 log = structlog.get_logger()
 
 #: Usage each tick re-reads; older minutes come from the history kept since the refit.
 RELOAD_MINUTES = 120
-#: A live plan is stored when anything changes, and at least this often per deployment.
-PLAN_RECORD_EVERY = dt.timedelta(minutes=15)
 
 
 @dataclass
@@ -77,10 +77,42 @@ class TickReport:
     refitted: bool = False
     errors: list[str] = field(default_factory=list)
     duration_seconds: float = 0.0
+    _by_name: dict[str, DeploymentOutcome] = field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
         return not self.errors
+
+    def outcome(self, deployment: str) -> DeploymentOutcome:
+        found = self._by_name.get(deployment)
+        if found is None:
+            found = self._by_name[deployment] = DeploymentOutcome(deployment)
+            self.deployments.append(found)
+        return found
+
+
+@dataclass
+class _Decision:
+    deployment: Deployment
+    record: PlanRecord | None
+    target: int
+    current: int
+    reason: str
+    commitments: tuple[Commitment, ...]
+    decided_day: dt.date | None
+    outcome: DeploymentOutcome
+    plan_id: int | None = None
+
+
+@dataclass(frozen=True)
+class _Followed:
+    plan: FollowedPlan
+    #: What the plan was made from: holdings, staleness and the model generation.
+    basis: tuple[Any, ...]
+
+
+def _signature(holdings: Holdings) -> tuple[Any, ...]:
+    return (holdings.elastic, holdings.commitments)
 
 
 @dataclass(frozen=True)
@@ -90,7 +122,6 @@ class Models:
     fitted_at: dt.datetime
     by_name: Mapping[str, forecasting.FittedModel]
     run_ids: Mapping[str, int]
-    histories: Mapping[str, History]
 
 
 class Daemon:
@@ -113,8 +144,11 @@ class Daemon:
         self._perf_counter = perf_counter
         self._models: Models | None = None
         self._ids: dict[str, int] = {}
-        self._last_plan_at: dict[str, dt.datetime] = {}
         self._last_target: dict[str, int] = {}
+        self._buffers: dict[str, HistoryBuffer] = {}
+        self._followed: dict[str, _Followed] = {}
+        self._reconciled: dict[str, tuple[Any, ...]] = {}
+        self.follow_settings = FollowSettings()
         self.last_progress = perf_counter()
         self._sync_deployments()
 
@@ -134,6 +168,7 @@ class Daemon:
         old_providers.close()
         self._sync_deployments()
         self._models = None  # deployments or their settings may have changed: refit
+        self._followed.clear()
 
     # -- forecasting -------------------------------------------------------------------------
 
@@ -151,9 +186,12 @@ class Daemon:
             fitted_at=now,
             by_name={name: f.model for name, f in fits.items()},
             run_ids=dict(zip(fits, run_ids, strict=True)),
-            histories=histories,
         )
-        self._models = models  # one assignment: ticks see the old or the new set, never a mix
+        buffers = {name: HistoryBuffer(history) for name, history in histories.items()}
+        # Two assignments, buffers first: a tick that sees the new models finds their
+        # histories; one that still sees the old models reads newer buffers, which is safe.
+        self._buffers = buffers
+        self._models = models
         log.info("refit", deployments=len(fits), as_of=now.isoformat())
         return models
 
@@ -198,122 +236,183 @@ class Daemon:
             self.refit(now)
             report.refitted = True
         models = self._models
+        assert models is not None
+        origin = minute_floor(now)
         deployments = self.config.deployments
         with self.engine.connect() as conn:
             report.paused = journal_store.is_paused(conn)
             fresh = load_histories(conn, deployments, self._ids, now, RELOAD_MINUTES / 1440)
             decided = decision_store.decided_on(conn, list(self._ids.values()))
         self.metrics.set_paused(report.paused)
-        committed_spend = 0.0
-        holdings_by_name: dict[str, Holdings] = {}
+        holdings = self._read_holdings(report)
+        month_start, month_end = rails.month_bounds(origin)
+        committed_spend = sum(
+            rails.committed_spend_in(
+                [Commitment(c.start, c.term_days, c.units) for c in held.commitments
+                 if c.term_days in (7, 30)], self.config.deployment(name), month_start,
+                month_end)
+            for name, held in holdings.items())
+        decisions: list[_Decision] = []
+        budget_ends = self._perf_counter() + self.config.daemon.replan_budget_seconds
         for deployment in deployments:
-            outcome = DeploymentOutcome(deployment.name)
-            report.deployments.append(outcome)
-            try:
-                holdings = self.providers.get(deployment.provider).holdings(deployment.name)
-            except ProviderError as exc:
-                outcome.error = f"holdings: {exc}"
-                self.metrics.record_provider_error(deployment.provider, type(exc).__name__)
+            outcome = report.outcome(deployment.name)
+            held = holdings.get(deployment.name)
+            if held is None:
                 continue
-            holdings_by_name[deployment.name] = holdings
-            month_start, month_end = rails.month_bounds(now)
-            committed_spend += rails.committed_spend_in(
-                [Commitment(c.start, c.term_days, c.units) for c in holdings.commitments
-                 if c.term_days in (7, 30)], deployment, month_start, month_end)
-        for deployment in deployments:
-            outcome = next(o for o in report.deployments if o.deployment == deployment.name)
-            holdings = holdings_by_name.get(deployment.name)
-            if holdings is None:
-                continue
-            if models is None or deployment.name not in models.by_name:
+            buffer = self._buffers.get(deployment.name)
+            if deployment.name not in models.by_name or buffer is None:
                 outcome.error = "no forecast model yet"
                 continue
-            history = splice(models.histories[deployment.name], fresh[deployment.name])
+            history = buffer.update(fresh[deployment.name])
             try:
-                committed_spend += self._plan_deployment(
-                    deployment, history, holdings, models, now, report, outcome,
-                    decided.get(self._ids[deployment.name]), committed_spend)
+                decision = self._decide(deployment, history, held, models, origin, outcome,
+                                        decided.get(self._ids[deployment.name]),
+                                        routine_allowed=self._perf_counter() < budget_ends)
             except (ValueError, ProviderError) as exc:
                 outcome.error = f"plan: {exc}"
+                continue
+            decisions.append(decision)
+        self._record(decisions, origin)
+        if not report.paused:
+            for decision in decisions:
+                committed_spend += self._journal(decision, report, now, committed_spend)
         for outcome in report.deployments:
             if outcome.error:
                 report.errors.append(f"{outcome.deployment}: {outcome.error}")
+        touched = set()
         if not report.paused:
-            self._send(now, report)
-        self._reconcile(now, report)
+            touched = self._send(now, report)
+        self._reconcile(now, report, holdings, touched)
 
-    def _plan_deployment(
+    def _read_holdings(self, report: TickReport) -> dict[str, Holdings]:
+        """One batched read per provider; a failing batch is retried per deployment."""
+        by_provider: dict[str, list[str]] = {}
+        for deployment in self.config.deployments:
+            report.outcome(deployment.name)
+            by_provider.setdefault(deployment.provider, []).append(deployment.name)
+        holdings: dict[str, Holdings] = {}
+        for provider_name, names in by_provider.items():
+            try:
+                provider = self.providers.get(provider_name)
+                holdings.update(provider.holdings_many(names))
+                continue
+            except ProviderError:
+                pass
+            except ConfigError as exc:
+                for name in names:
+                    report.outcome(name).error = f"provider: {exc}"
+                continue
+            for name in names:
+                try:
+                    holdings[name] = provider.holdings(name)
+                except ProviderError as exc:
+                    report.outcome(name).error = f"holdings: {exc}"
+                    self.metrics.record_provider_error(provider_name, type(exc).__name__)
+        return holdings
+
+    def _decide(
         self,
         deployment: Deployment,
         history: History,
         holdings: Holdings,
         models: Models,
-        now: dt.datetime,
-        report: TickReport,
+        origin: dt.datetime,
         outcome: DeploymentOutcome,
         decided_on: dt.date | None,
-        committed_spend: float,
-    ) -> float:
-        """Plan one deployment, journal its actions; return the commitment spend it adds."""
-        origin = minute_floor(now)
-        ident = self._ids[deployment.name]
-        fc = models.by_name[deployment.name].predict(
-            history.demand, origin=origin, horizon=self.config.daemon.plan_horizon_minutes)
+        *,
+        routine_allowed: bool = True,
+    ) -> _Decision:
+        """Follow or re-plan one deployment and apply the rails (no database writes)."""
         stale = self._stale(history, origin)
         local_now = origin.astimezone(zoneinfo.ZoneInfo(deployment.timezone))
         decide = (local_now.strftime("%H:%M") >= self.config.daemon.commit_decision_time
                   and decided_on != local_now.date())
-        commit_fc = (models.by_name[deployment.name].predict(
-            history.demand, origin=origin, horizon=COMMIT_FORECAST_MINUTES) if decide else None)
-        result = make_plan(
-            history=history, forecast=fc, holdings=holdings, now=origin, mode="live",
-            horizon_minutes=self.config.daemon.plan_horizon_minutes,
-            forecast_run_id=models.run_ids.get(deployment.name), commit_forecast=commit_fc,
-            held=stale)
-        plan = result.plan
+        # Re-plan when what the plan stood on moved: commitments, staleness, the model, or
+        # an elastic target other than the one this daemon last asked for (a rejected
+        # action or a change by hand). Our own confirmed scale-ups are what the plan wanted.
+        basis = (holdings.commitments, stale, models.fitted_at)
+        surprised = holdings.elastic_target != self._last_target.get(
+            deployment.name, holdings.elastic_target)
+        last_value = history.demand[-1] if history.demand.size else np.nan
+        observed = None if np.isnan(last_value) else float(last_value)
+        followed = self._followed.get(deployment.name)
+        record: PlanRecord | None = None
+        new_commitments: tuple[Commitment, ...] = ()
+        why = None if followed is None else followed.plan.why_due(
+            origin, observed, self.follow_settings, phase=self._ids[deployment.name])
+        if why in ROUTINE and not routine_allowed:
+            why = None  # the plan covers this minute; re-plan on a quieter tick
+        if (followed is None or followed.basis != basis or decide or surprised
+                or why is not None):
+            model = models.by_name[deployment.name]
+            fc = model.predict(history.demand, origin=origin,
+                               horizon=self.config.daemon.plan_horizon_minutes)
+            commit_fc = (model.predict(history.demand, origin=origin,
+                                       horizon=COMMIT_FORECAST_MINUTES) if decide else None)
+            result = make_plan(
+                history=history, forecast=fc, holdings=holdings, now=origin, mode="live",
+                horizon_minutes=self.config.daemon.plan_horizon_minutes,
+                forecast_run_id=models.run_ids.get(deployment.name), commit_forecast=commit_fc,
+                held=stale)
+            followed = _Followed(FollowedPlan(result.plan, deployment.scale_up_lead_minutes),
+                                 basis)
+            self._followed[deployment.name] = followed
+            record, new_commitments = result.record, result.plan.new_commitments
         current = holdings.elastic_target
         committed = holdings.committed_at(origin)
-        wanted = plan.action_now()
-        planned = wanted.units if wanted is not None else current
-        decision = rails.elastic_target(
+        planned = followed.plan.target(origin)
+        rail = rails.elastic_target(
             planned=planned, current=current, committed=committed, deployment=deployment,
             stale=stale, max_change_per_tick=self.config.daemon.max_change_per_tick)
-        outcome.planned_target, outcome.held = planned, decision.held
-        self.metrics.set_held(deployment.name, decision.held)
-        observed = history.demand[~np.isnan(history.demand)]
-        if observed.size:
-            self.metrics.set_demand(deployment.name, float(observed[-1]))
+        outcome.planned_target, outcome.held = planned, rail.held
+        self.metrics.set_held(deployment.name, rail.held)
+        if observed is not None:
+            self.metrics.set_demand(deployment.name, observed)
             self.metrics.set_spill(deployment.name,
-                                   max(0.0, float(observed[-1]) - holdings.capacity_at(origin)))
+                                   max(0.0, observed - holdings.capacity_at(origin)))
         self.metrics.set_capacity(deployment.name, committed=committed,
                                   elastic=holdings.elastic_at(origin))
-        changed = decision.target != current or bool(plan.new_commitments)
-        plan_id: int | None = None
-        last = self._last_plan_at.get(deployment.name)
-        if changed or last is None or origin - last >= PLAN_RECORD_EVERY or decide:
-            with self.engine.begin() as conn:
-                plan_id = plan_store.insert_plan(conn, result.record)
-                if decide:
-                    decision_store.record_decision(conn, ident, local_now.date(), origin)
-            self._last_plan_at[deployment.name] = origin
-        if report.paused:
-            return 0.0
-        added_spend = 0.0
-        if decision.target != current and self._last_target.get(deployment.name) != decision.target:
-            reason = ", ".join((wanted.reason,) if wanted else ()) or "hold"
-            if decision.reasons:
-                reason += f" [rails: {', '.join(decision.reasons)}]"
+        reason = followed.plan.reason or "follow plan"
+        if rail.reasons:
+            reason += f" [rails: {', '.join(rail.reasons)}]"
+        return _Decision(deployment=deployment, record=record, target=rail.target,
+                         current=current, reason=reason, commitments=new_commitments,
+                         decided_day=local_now.date() if decide else None, outcome=outcome)
+
+    def _record(self, decisions: list[_Decision], origin: dt.datetime) -> None:
+        """Store every new plan (and commitment decision) of this tick in one transaction."""
+        fresh = [d for d in decisions if d.record is not None]
+        if not fresh and not any(d.decided_day for d in decisions):
+            return
+        with self.engine.begin() as conn:
+            ids = plan_store.insert_plans(conn, [d.record for d in fresh if d.record])
+            for decision, plan_id in zip(fresh, ids, strict=True):
+                decision.plan_id = plan_id
+            for decision in decisions:
+                if decision.decided_day is not None:
+                    decision_store.record_decision(
+                        conn, self._ids[decision.deployment.name], decision.decided_day, origin)
+
+    def _journal(self, decision: _Decision, report: TickReport, now: dt.datetime,
+                 committed_spend: float) -> float:
+        """Journal this decision's actions; return the commitment spend it adds this month."""
+        deployment, ident = decision.deployment, self._ids[decision.deployment.name]
+        origin = minute_floor(now)
+        if (decision.target != decision.current
+                and self._last_target.get(deployment.name) != decision.target):
             journal.plan_action(self.engine, journal.ActionRequest(
-                deployment_id=ident, kind=journal.KIND_ELASTIC, target_units=decision.target,
+                deployment_id=ident, kind=journal_store.KIND_ELASTIC, target_units=decision.target,
                 due_at=origin, effective_at=origin + dt.timedelta(
                     minutes=deployment.scale_up_lead_minutes),
-                plan_id=plan_id, reason=reason[:500]), now)
+                plan_id=decision.plan_id, reason=decision.reason[:500]), now)
             report.actions_planned += 1
-            outcome.sent_target = decision.target
+            decision.outcome.sent_target = decision.target
         self._last_target[deployment.name] = decision.target
-        for commitment in plan.new_commitments:
+        added = 0.0
+        month_start, month_end = rails.month_bounds(origin)
+        for commitment in decision.commitments:
             if not rails.commitment_within_budget(
-                    new=commitment, existing_spend_this_month=committed_spend + added_spend,
+                    new=commitment, existing_spend_this_month=committed_spend + added,
                     deployment=deployment, now=origin,
                     monthly_budget=self.config.daemon.monthly_budget):
                 report.errors.append(
@@ -321,15 +420,13 @@ class Daemon:
                     f"{commitment.term_days} days blocked by the monthly budget")
                 continue
             journal.plan_action(self.engine, journal.ActionRequest(
-                deployment_id=ident, kind=journal.KIND_COMMITMENT, units=commitment.units,
+                deployment_id=ident, kind=journal_store.KIND_COMMITMENT, units=commitment.units,
                 term_days=commitment.term_days, due_at=origin, effective_at=commitment.start,
-                plan_id=plan_id, reason="daily commitment decision"), now)
-            month_start, month_end = rails.month_bounds(origin)
-            added_spend += rails.committed_spend_in([commitment], deployment, month_start,
-                                                    month_end)
+                plan_id=decision.plan_id, reason="daily commitment decision"), now)
+            added += rails.committed_spend_in([commitment], deployment, month_start, month_end)
             report.actions_planned += 1
-            outcome.commitments += commitment.units
-        return added_spend
+            decision.outcome.commitments += commitment.units
+        return added
 
     def _stale(self, history: History, origin: dt.datetime) -> bool:
         seen = np.flatnonzero(~np.isnan(history.demand))
@@ -349,7 +446,9 @@ class Daemon:
                 self._ids[deployment.name]] = deployment.name
         return grouped
 
-    def _send(self, now: dt.datetime, report: TickReport) -> None:
+    def _send(self, now: dt.datetime, report: TickReport) -> set[int]:
+        """Recover and send due actions; return the deployments whose journal moved."""
+        touched: set[int] = set()
         for name, (provider, names) in self._providers_in_use().items():
             for step in (journal.recover(self.engine, provider, now, deployment_name_by_id=names),
                          journal.send_due(self.engine, provider, names, now)):
@@ -357,19 +456,43 @@ class Daemon:
                 report.actions_failed += len(step.failed)
                 report.actions_retrying += len(step.retrying)
                 for outcome in step.outcomes:
+                    touched.add(outcome.deployment_id)
                     self.metrics.record_action(name, "action", outcome.outcome)
                     if outcome.error_class:
                         self.metrics.record_provider_error(name, outcome.error_class)
                 for alert in step.alerts:
                     report.errors.append(f"provider {name}: {alert.error}")
+        return touched
 
-    def _reconcile(self, now: dt.datetime, report: TickReport) -> None:
+    def _reconcile(self, now: dt.datetime, report: TickReport,
+                   holdings: Mapping[str, Holdings], touched: set[int]) -> None:
+        """Compare journal and provider where either side may have moved since last tick.
+
+        Drift can only appear where the provider's holdings changed or the journal
+        confirmed something; comparing the other deployments again would find the same.
+        """
         for name, (provider, names) in self._providers_in_use().items():
+            changed = {
+                ident: dep for ident, dep in names.items()
+                if ident in touched or dep not in holdings
+                or self._reconciled.get(dep) != _signature(holdings[dep])
+            }
+            if not changed:
+                continue
+            # The tick's snapshot predates this tick's sends: re-read where the journal moved.
+            current = dict(holdings)
+            moved = [dep for ident, dep in changed.items() if ident in touched]
             try:
-                drifts = journal.reconcile(self.engine, provider, names, now)
+                if moved:
+                    current.update(provider.holdings_many(moved))
+                drifts = journal.reconcile(self.engine, provider, changed, now,
+                                           holdings=current)
             except ProviderError as exc:
                 report.errors.append(f"reconcile {name}: {exc}")
                 continue
+            for dep in changed.values():
+                if dep in current:
+                    self._reconciled[dep] = _signature(current[dep])
             for drift in drifts:
                 if drift.event_id is not None:
                     report.drift += 1

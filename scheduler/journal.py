@@ -651,8 +651,13 @@ def reconcile(
     provider: Provider,
     deployments: Mapping[int, str],
     now: dt.datetime,
+    *,
+    holdings: Mapping[str, Holdings] | None = None,
 ) -> list[Drift]:
     """Compare the provider's holdings with the journal; record differences as drift.
+
+    ``holdings`` lets a caller that has just read them (the daemon's tick) pass them in
+    instead of asking the provider again.
 
     Expected elastic target: the accepted units of the last confirmed elastic action
     (deployments with none, or with an elastic action in flight, are not compared).
@@ -664,13 +669,15 @@ def reconcile(
     now = require_utc(now, "now")
     drifts: list[Drift] = []
     for deployment_id, name in sorted(deployments.items()):
-        try:
-            holdings = provider.holdings(name)
-        except ProviderError as error:
-            log.warning("journal.reconcile_skipped", deployment=name, error=str(error))
-            continue
+        held = holdings.get(name) if holdings is not None else None
+        if held is None:
+            try:
+                held = provider.holdings(name)
+            except ProviderError as error:
+                log.warning("journal.reconcile_skipped", deployment=name, error=str(error))
+                continue
         with engine.begin() as conn:
-            drifts.extend(_reconcile_one(conn, deployment_id, name, holdings, now))
+            drifts.extend(_reconcile_one(conn, deployment_id, name, held, now))
     return drifts
 
 

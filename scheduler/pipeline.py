@@ -79,29 +79,47 @@ def load_histories(
     return out
 
 
-def splice(old: History, fresh: History) -> History:
-    """``old``'s window moved forward to end where ``fresh`` ends, ``fresh`` winning overlaps.
+class HistoryBuffer:
+    """One deployment's history kept in memory between refits and updated in place.
 
-    Lets the daemon keep weeks of history in memory and read only the latest hours each
-    tick (re-reading those hours picks up late or replaced deliveries).
+    The daemon re-reads only the latest minutes each tick; copying weeks of history per
+    deployment every minute would cost more than the rest of the tick. The buffer has
+    spare room at the end and shifts once when it fills. :meth:`update` returns a
+    :class:`History` whose arrays are views: readers must not write to them.
     """
-    length = old.demand.shape[0]
-    start = fresh.end - dt.timedelta(minutes=length)
-    shift = int((start - old.start).total_seconds() // 60)
-    arrays = []
-    for old_values, new_values in ((old.demand, fresh.demand),
-                                   (old.input_tokens, fresh.input_tokens),
-                                   (old.output_tokens, fresh.output_tokens)):
-        out = np.full(length, np.nan)
-        keep = old_values[shift:] if shift >= 0 else old_values
-        if shift >= 0:
-            out[: keep.shape[0]] = keep
-        elif -shift < length:
-            out[-shift:] = old_values[: length + shift]
-        tail = new_values[-length:]
-        out[length - tail.shape[0]:] = tail
-        arrays.append(out)
-    return History(fresh.deployment, fresh.deployment_id, start, arrays[0], arrays[1], arrays[2])
+
+    def __init__(self, history: History, *, spare_minutes: int = 2 * 1440) -> None:
+        self.window = int(history.demand.shape[0])
+        self.deployment, self.deployment_id = history.deployment, history.deployment_id
+        self.start = history.start
+        capacity = self.window + spare_minutes
+        self._arrays = []
+        for values in (history.demand, history.input_tokens, history.output_tokens):
+            array = np.full(capacity, np.nan)
+            array[: self.window] = values
+            self._arrays.append(array)
+        self._end = self.window
+
+    def update(self, fresh: History) -> History:
+        end = int((fresh.end - self.start).total_seconds() // 60)
+        capacity = self._arrays[0].shape[0]
+        if end > capacity:
+            shift = end - self.window
+            for array in self._arrays:
+                kept = array[shift:].copy() if shift < capacity else np.empty(0)
+                array[:] = np.nan
+                array[: kept.shape[0]] = kept
+            self.start += dt.timedelta(minutes=shift)
+            end -= shift
+        begin = end - int(fresh.demand.shape[0])
+        for array, values in zip(self._arrays, (fresh.demand, fresh.input_tokens,
+                                                fresh.output_tokens), strict=True):
+            array[max(begin, 0): end] = values[max(-begin, 0):]
+        self._end = max(self._end, end)
+        first = max(0, end - self.window)
+        return History(self.deployment, self.deployment_id,
+                       self.start + dt.timedelta(minutes=first),
+                       *(array[first:end] for array in self._arrays))
 
 
 def calendar_days(deployment: Deployment) -> tuple[forecasting.CalendarDay, ...]:

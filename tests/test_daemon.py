@@ -72,6 +72,9 @@ def test_scales_up_before_the_peak_and_down_after(
     after = DAY.replace(hour=18, minute=10)
     assert holdings(daemon).capacity_at(after) <= 2
     assert holdings(daemon).capacity_at(after) >= 1
+    with engine.connect() as conn:
+        drift = conn.execute(sa.text("SELECT count(*) FROM drift_event")).scalar()
+    assert drift == 0, "the daemon's own actions are not drift"
 
 
 def test_stale_usage_holds_capacity(

@@ -20,7 +20,8 @@ SEASONAL_HISTORY_MINUTES = 4 * 10_080
 
 
 class ForecastLike(Protocol):
-    quantile_levels: tuple[float, ...]
+    @property
+    def quantile_levels(self) -> tuple[float, ...]: ...
 
     def quantile(self, q: float) -> FloatArray: ...
 

@@ -12,7 +12,8 @@ Required: :meth:`Provider.holdings`, :meth:`Provider.limits`,
 :meth:`Provider.set_elastic_target`, :meth:`Provider.lookup_request`,
 :meth:`Provider.from_settings`.
 Optional: :meth:`Provider.buy_commitment` (advertised by a non-empty
-``ProviderLimits.supported_terms``), :meth:`Provider.close`.
+``ProviderLimits.supported_terms``), :meth:`Provider.holdings_many` (batched reads; the
+default loops over :meth:`Provider.holdings`), :meth:`Provider.close`.
 
 Rules every implementation follows (the simulated provider and the HTTP adapter alike):
 
@@ -42,7 +43,7 @@ import abc
 import datetime as dt
 import enum
 import string
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -391,6 +392,16 @@ class Provider(abc.ABC):
         """
 
     # -- optional ----------------------------------------------------------------------
+
+    def holdings_many(self, deployments: Sequence[str]) -> dict[str, Holdings]:
+        """The holdings of several deployments, for one tick over many of them.
+
+        Optional: the default asks :meth:`holdings` once per deployment. An adapter whose
+        API can answer for many deployments in one round trip overrides it (a daemon with
+        1,000 deployments reads them all every minute). Errors propagate as from
+        :meth:`holdings`; callers fall back to per-deployment calls to isolate one.
+        """
+        return {deployment: self.holdings(deployment) for deployment in deployments}
 
     def buy_commitment(
         self, deployment: str, units: int, term_days: int, *, idempotency_key: str

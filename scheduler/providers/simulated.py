@@ -39,13 +39,12 @@ before the request reaches the books, so nothing is recorded under the key.
 
 from __future__ import annotations
 
-import os
-import signal
-
 import datetime as dt
 import json
 import math
-from collections.abc import Callable, Mapping
+import os
+import signal
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -384,6 +383,38 @@ class SimulatedProvider(Provider):
     def limits(self, deployment: str) -> ProviderLimits:
         self._take_fault(OP_LIMITS, deployment, mutating=False)
         return self._limits_for(deployment).provider_limits()
+
+    def holdings_many(self, deployments: Sequence[str]) -> dict[str, Holdings]:
+        """All the deployments' holdings in one transaction (the daemon's per-tick read)."""
+        names = list(deployments)
+        if not names:
+            return {}
+        aimed = self._transaction(
+            OP_HOLDINGS, None, lambda conn: store.faults_armed_for_deployments(
+                conn, provider=self.name, operation=OP_HOLDINGS, deployments=names))
+        if aimed:
+            # A fault aimed at one deployment must hit that deployment's read alone.
+            return super().holdings_many(names)
+        self._take_fault(OP_HOLDINGS, None, mutating=False)
+        now = self.now()
+
+        def read(conn: sa.Connection) -> dict[str, Holdings]:
+            for row in store.pending_requests_many(conn, self.name, names):
+                self._advance(conn, row, now)
+            tranches = store.load_tranches_many(conn, self.name, names)
+            commitments = store.load_commitments_many(conn, self.name, names, ending_after=now)
+            return {
+                name: Holdings(
+                    deployment=name, as_of=now,
+                    elastic=tuple(ElasticTranche(t.units, t.active_from, t.hold_until)
+                                  for t in tranches[name]),
+                    commitments=tuple(Commitment(c.commitment_id, c.units, c.term_days, c.start,
+                                                 c.end) for c in commitments[name]),
+                )
+                for name in names
+            }
+
+        return self._transaction(OP_HOLDINGS, None, read)
 
     def holdings(self, deployment: str) -> Holdings:
         self._take_fault(OP_HOLDINGS, deployment, mutating=False)

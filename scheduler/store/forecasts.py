@@ -94,7 +94,9 @@ def insert_forecasts(conn: sa.Connection, records: Sequence[ForecastRecord]) -> 
     return [int(i) for i in result.scalars().all()]
 
 
-def latest_forecasts(conn: sa.Connection, deployment_ids: Sequence[int]) -> dict[int, StoredForecast]:
+def latest_forecasts(
+    conn: sa.Connection, deployment_ids: Sequence[int]
+) -> dict[int, StoredForecast]:
     t = forecast_run_table
     query = (
         sa.select(t).where(t.c.deployment_id.in_(list(deployment_ids)))

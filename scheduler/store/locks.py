@@ -6,6 +6,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import sqlalchemy as sa
+import structlog
+
+log = structlog.get_logger()
 
 #: Lock keys (pg_advisory_lock's bigint space); stable across versions.
 DRY_RUN_PLAN = 0x63617073_0001  # "caps" + 1
@@ -75,8 +78,12 @@ class LeaderLock:
                 "AND pid = pg_backend_pid() AND granted "
                 "AND ((classid::bigint << 32) | objid::bigint) = :k)"), {"k": self._key}).scalar())
             self._conn.commit()
-        except sa.exc.DBAPIError:
+        except sa.exc.DBAPIError as exc:
+            log.warning("leader_lock_lost", reason=f"lock connection failed: {exc.orig}")
             held = False
+        else:
+            if not held:
+                log.warning("leader_lock_lost", reason="the lock is no longer held by us")
         if not held:
             self._drop()
         return held

@@ -97,10 +97,35 @@ class PlanRecord:
 
 
 def insert_plan(conn: sa.Connection, record: PlanRecord) -> int:
-    if record.mode not in PLAN_MODES:
-        raise ValueError(f"plan mode must be one of {PLAN_MODES}, got {record.mode!r}")
+    (plan_id,) = insert_plans(conn, [record])
+    return plan_id
+
+
+def insert_plans(conn: sa.Connection, records: Sequence[PlanRecord]) -> list[int]:
+    """Insert plans and their intervals in two statements; ids in the order given."""
+    if not records:
+        return []
+    for record in records:
+        if record.mode not in PLAN_MODES:
+            raise ValueError(f"plan mode must be one of {PLAN_MODES}, got {record.mode!r}")
     t = plan_table
-    plan_id = conn.execute(t.insert().returning(t.c.id), {
+    ids = [int(i) for i in conn.execute(
+        t.insert().returning(t.c.id, sort_by_parameter_order=True),
+        [_plan_row(r) for r in records]).scalars()]
+    intervals = [
+        {"plan_id": plan_id, "start": i.start, "end": i.end,
+         "committed_units": i.committed_units, "elastic_target": i.elastic_target,
+         "demand_quantiles": dict(i.demand_quantiles),
+         "expected_spill_units": i.expected_spill_units}
+        for plan_id, record in zip(ids, records, strict=True) for i in record.intervals
+    ]
+    if intervals:
+        conn.execute(plan_interval_table.insert(), intervals)
+    return ids
+
+
+def _plan_row(record: PlanRecord) -> dict[str, Any]:
+    return {
         "deployment_id": record.deployment_id, "as_of": record.as_of, "mode": record.mode,
         "horizon_minutes": record.horizon_minutes, "forecast_run_id": record.forecast_run_id,
         "expected_committed_cost": record.expected_committed_cost,
@@ -112,13 +137,4 @@ def insert_plan(conn: sa.Connection, record: PlanRecord) -> int:
         "payg_cheaper_than_unit": record.payg_cheaper_than_unit, "held": record.held,
         "reasons": list(record.reasons), "commitments": list(record.commitments),
         "actions": list(record.actions),
-    }).scalar_one()
-    if record.intervals:
-        conn.execute(plan_interval_table.insert(), [
-            {"plan_id": plan_id, "start": i.start, "end": i.end,
-             "committed_units": i.committed_units, "elastic_target": i.elastic_target,
-             "demand_quantiles": dict(i.demand_quantiles),
-             "expected_spill_units": i.expected_spill_units}
-            for i in record.intervals
-        ])
-    return int(plan_id)
+    }

@@ -217,6 +217,22 @@ def load_tranches(conn: sa.Connection, provider: str, deployment: str) -> list[T
     return [TrancheRow(**row._mapping) for row in rows]
 
 
+def load_tranches_many(
+    conn: sa.Connection, provider: str, deployments: Sequence[str]
+) -> dict[str, list[TrancheRow]]:
+    t = sim_tranche_table
+    rows = conn.execute(
+        sa.select(t.c.deployment, t.c.id, t.c.units, t.c.active_from, t.c.hold_until)
+        .where(t.c.provider == provider, t.c.deployment.in_(list(deployments)))
+        .order_by(t.c.deployment, t.c.active_from, t.c.id)
+    )
+    out: dict[str, list[TrancheRow]] = {d: [] for d in deployments}
+    for row in rows:
+        values = dict(row._mapping)
+        out[values.pop("deployment")].append(TrancheRow(**values))
+    return out
+
+
 def add_tranche(
     conn: sa.Connection,
     provider: str,
@@ -260,6 +276,24 @@ def load_commitments(
         .order_by(t.c.start, t.c.id)
     )
     return [CommitmentRow(**row._mapping) for row in rows]
+
+
+def load_commitments_many(
+    conn: sa.Connection, provider: str, deployments: Sequence[str], *, ending_after: dt.datetime
+) -> dict[str, list[CommitmentRow]]:
+    t = sim_commitment_table
+    rows = conn.execute(
+        sa.select(t.c.deployment, t.c.commitment_id, t.c.units, t.c.term_days, t.c.start,
+                  t.c.end)
+        .where(t.c.provider == provider, t.c.deployment.in_(list(deployments)),
+               t.c.end > ending_after)
+        .order_by(t.c.deployment, t.c.start, t.c.id)
+    )
+    out: dict[str, list[CommitmentRow]] = {d: [] for d in deployments}
+    for row in rows:
+        values = dict(row._mapping)
+        out[values.pop("deployment")].append(CommitmentRow(**values))
+    return out
 
 
 def add_commitment(
@@ -331,6 +365,33 @@ def pending_requests(conn: sa.Connection, provider: str, deployment: str) -> lis
         )
     )
     return [RequestRow(**row._mapping) for row in rows]
+
+
+def pending_requests_many(
+    conn: sa.Connection, provider: str, deployments: Sequence[str]
+) -> list[RequestRow]:
+    t = sim_request_table
+    rows = conn.execute(
+        sa.select(*_REQUEST_COLUMNS).where(
+            t.c.provider == provider, t.c.deployment.in_(list(deployments)),
+            t.c.status == "pending",
+        )
+    )
+    return [RequestRow(**row._mapping) for row in rows]
+
+
+def faults_armed_for_deployments(
+    conn: sa.Connection, *, provider: str, operation: str, deployments: Sequence[str]
+) -> bool:
+    """Whether a fault aimed at one of these deployments waits for ``operation``."""
+    t = sim_fault_table
+    return conn.execute(
+        sa.select(sa.exists().where(
+            sa.or_(t.c.provider.is_(None), t.c.provider == provider),
+            t.c.deployment.in_(list(deployments)),
+            sa.or_(t.c.operation.is_(None), t.c.operation == operation),
+        ))
+    ).scalar_one()
 
 
 def mark_request_done(conn: sa.Connection, provider: str, key: str) -> None:
