@@ -62,6 +62,8 @@ def main() -> None:
     hist = full[:, : DAYS * 1440]
     future = full[:, DAYS * 1440 : DAYS * 1440 + HORIZON]
 
+    load_before = os.getloadavg()[0]
+    c0 = time.process_time()
     t0 = time.perf_counter()
     models = forecasting.fit_batch(hist, step_minutes=1, starts=[START] * N_SERIES)
     t1 = time.perf_counter()
@@ -71,6 +73,8 @@ def main() -> None:
         for m, h in zip(models, hist, strict=True)
     ]
     t2 = time.perf_counter()
+    cpu = time.process_time() - c0
+    load_after = os.getloadavg()[0]
     ours = t2 - t0
     predict_ms = (t2 - t1) / N_SERIES * 1000
 
@@ -99,6 +103,9 @@ def main() -> None:
     print(f"series: {N_SERIES} x {DAYS} days of minute data, horizon {HORIZON} steps")
     print(f"forecasting.fit_batch + predict: {ours:.2f} s  (fit {t1 - t0:.2f} s, "
           f"predict {predict_ms:.3f} ms per series)")
+    print(f"  CPU time of this process {cpu:.2f} s on {os.cpu_count()} cores; 1-min load "
+          f"average {load_before:.1f} before, {load_after:.1f} after (other processes share "
+          f"the cores, so wall time inflates under load)")
     print(f"statsmodels MSTL (daily period, {MSTL_DAYS} days): {np.mean(mstl_secs):.2f} s per "
           f"series on {MSTL_SAMPLE} series, "
           f"extrapolated to {N_SERIES}: {mstl_total:.0f} s")

@@ -26,15 +26,24 @@ where load is expected are treated as logging gaps (0 disables).
 Model (chosen by measurement, see the bench script): a linear harmonic regression
 (Fourier terms of the local time of day, and of the local week once two weeks are
 observed) fitted by weighted least squares for all series at once on one shared design
-matrix, with recent weeks weighted more; a robust linear trend (statsmodels RLM with
-Huber loss on daily medians, kept only when its t-test is significant); and a direct
+matrix, with recent weeks weighted more; a robust linear trend (a batched Huber
+M-regression on daily medians, numerically the statsmodels RLM(HuberT) fit, kept only
+when its t-test is significant and both halves of the history agree); a direct
 multi-horizon residual model that maps the current deviation from the profile (last
-minute, 10 minutes, hour, 6 hours) to each horizon, which is what lets ``predict``
-follow a burst or a level shift between refits. Quantiles come from the model's own
-errors on the held-out tail of the history (split conformal), by horizon and scaled by
-the expected load of the hour. Cold start: under a day of history the forecast is the
-recent level; under two weeks only the daily cycle is fitted. With no observation at
-all the forecast is NaN (callers should then hold capacity).
+minute, 10 minutes, hour, 6 hours) to each horizon, which is what lets ``predict`` follow
+a burst or a level shift between refits; and, for horizons beyond two hours, a fixed
+combination with the seasonal-naive components (the deviation from the profile around
+the same local minute yesterday and last week; their weight grows to one half at one
+day), read from the history stored in the model, so a short ``recent`` suffices.
+Quantiles come from the model's own errors on the held-out tail of the history (split
+conformal: the profile and residual model are refitted without the tail), by horizon and
+scaled by the expected load, at finite-sample conformal levels computed from the
+effective number of independent errors (errors of nearby origins are counted as one in
+proportion to their correlation), which keeps the intervals honest on short holdouts.
+Cold start: under a day of history the forecast is the recent level; under two weeks
+only the daily cycle is fitted. With no observation at
+all the forecast is NaN (callers should then hold capacity). ``fit_batch`` fits chunks
+of series on one thread per core with single-threaded BLAS (threadpoolctl).
 
 ``rolling_origin_eval`` measures a series' MAE against the weekly (or daily) seasonal
 naive, pinball loss and interval coverage; ``mask_suspected_gaps`` exposes the gap rule.

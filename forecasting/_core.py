@@ -14,8 +14,6 @@ from statistics import NormalDist
 from typing import Any
 
 import numpy as np
-import statsmodels.api as sm
-from statsmodels.robust.norms import HuberT
 
 from ._time import MINUTES_PER_DAY, FloatArray, IntArray
 
@@ -30,9 +28,18 @@ class Config:
     daily_min_days: float = 1.0
     weekly_min_days: float = 14.0
     feature_windows_minutes: tuple[float, ...] = (1.0, 10.0, 60.0, 360.0)
+    # Seasonal-naive components: the residual at the same local minute one day and one
+    # week before the target (the lag is rounded up to whole seasons for long horizons),
+    # as the point value and as a mean over +- lag_window_minutes.
+    lag_days: tuple[float, ...] = (1.0, 7.0)
+    lag_window_minutes: float = 30.0
+    # Fixed combination of the model with the seasonal lags (see blend_weights).
+    blend_from_minutes: float = 120.0
+    blend_max_weight: float = 0.5
+    # Coefficients and error quantiles are fitted at these horizons and interpolated in
+    # log(horizon) between them.
     horizon_grid_minutes: tuple[float, ...] = (
-        1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 75, 90, 120, 150, 180,
-        240, 300, 360, 480, 600, 720, 900, 1080, 1260, 1440,
+        1, 2, 3, 5, 7, 10, 15, 30, 60, 120, 240, 480, 900, 1440,
     )
     residual_fit_days: float = 7.0
     # Origins are sampled with a stride co-prime to 10 so that data published in
@@ -85,6 +92,7 @@ class CoreFit:
     t_ref: float  # time in days of the step right after the data
     beta: FloatArray  # (m, G, F)
     span_days: FloatArray  # (m,)
+    resid: FloatArray  # (m, k) residuals from the profile and trend of the last k steps
 
 
 def _spans(obs: np.ndarray[Any, np.dtype[np.bool_]], step_minutes: float) -> FloatArray:
@@ -145,7 +153,7 @@ def _wls_batch(
     # Iterated because a large burst first bends the profile towards itself.
     for _ in range(3):
         fitted = coef @ x.T
-        res = np.abs(y - fitted)[:, :: max(1, t // 5000)]
+        res = np.abs(y - fitted)[:, :: max(1, t // 2000)]
         mad = nanquantile(res, [0.5], axis=1)[0]
         bound = np.where(np.isfinite(mad) & (mad > 0), 4.0 * 1.4826 * mad, np.inf)
         clipped = np.clip(y, fitted - bound[:, None], fitted + bound[:, None])
@@ -194,44 +202,108 @@ def _robust_trend(
     if cand.size == 0:
         return slope
     med, days = _daily_medians(y[cand], day, step_minutes)
-    for j, i in enumerate(cand.tolist()):
-        ok = np.isfinite(med[j])
-        if ok.sum() < cfg.min_trend_days:
+    ok = np.isfinite(med)
+    enough = ok.sum(axis=1) >= cfg.min_trend_days
+    x = (days - days[0]).astype(np.float64)
+    # Cheap least-squares screen first: most series have no trend.
+    v0 = np.where(ok, med, 0.0)
+    cnt = np.maximum(ok.sum(axis=1), 1)
+    xm = (ok * x).sum(axis=1) / cnt
+    xc = np.where(ok, x[None, :] - xm[:, None], 0.0)
+    vm = v0.sum(axis=1) / cnt
+    sxx = np.maximum((xc * xc).sum(axis=1), 1e-12)
+    b = (xc * (v0 - vm[:, None])).sum(axis=1) / sxx
+    res = np.where(ok, v0 - vm[:, None] - b[:, None] * xc, 0.0)
+    se = np.sqrt(np.maximum((res * res).sum(axis=1) / np.maximum(cnt - 2, 1), 1e-18) / sxx)
+    screen = enough & (np.abs(b) / se >= 2.0)
+    wd = (days + 3) % 7
+    for weekly in (False, True):
+        rows = np.flatnonzero(screen & ((ok.sum(axis=1) >= 14) == weekly))
+        if rows.size == 0:
             continue
-        x = (days[ok] - days[ok][0]).astype(np.float64)
-        v = med[j][ok]
-        # Cheap least-squares screen: RLM costs milliseconds, most series have no trend.
-        xc = x - x.mean()
-        sxx = float(xc @ xc)
-        b = float(xc @ (v - v.mean())) / sxx
-        res = v - v.mean() - b * xc
-        dof = max(1, x.size - 2)
-        se = math.sqrt(max(float(res @ res) / dof, 1e-18) / sxx)
-        if abs(b) / se < 2.0:
-            continue
-        exog_cols = [np.ones_like(x), x]
-        if x.size >= 14:
-            wd = (days[ok] + 3) % 7
-            exog_cols += [(wd == k).astype(np.float64) for k in range(1, 7)]
-        exog = np.column_stack(exog_cols)
-        try:
-            rlm = sm.RLM(v, exog, M=HuberT()).fit()
-        except (ValueError, np.linalg.LinAlgError, ZeroDivisionError):
-            continue
-        p = float(rlm.pvalues[1])
-        s = float(rlm.params[1])
-        if math.isfinite(p) and math.isfinite(s) and p < cfg.trend_pvalue and _halves_agree(x, v):
-            slope[i] = s
+        cols = [np.ones_like(x), x]
+        if weekly:
+            cols += [(wd == k).astype(np.float64) for k in range(1, 7)]
+        exog = np.column_stack(cols)
+        params, pval = huber_regression(med[rows], exog, ok[rows])
+        for j, r in enumerate(rows.tolist()):
+            keep = ok[r]
+            if (math.isfinite(pval[j]) and math.isfinite(params[j, 1])
+                    and pval[j] < cfg.trend_pvalue and _halves_agree(x[keep], med[r][keep])):
+                slope[cand[r]] = params[j, 1]
     return slope
 
 
-def nanquantile(a: FloatArray, levels: tuple[float, ...] | list[float], axis: int) -> FloatArray:
-    """np.nanquantile (linear method) vectorised with one sort; numpy's own loops in Python."""
+def huber_regression(
+    v: FloatArray, exog: FloatArray, ok: np.ndarray[Any, np.dtype[np.bool_]],
+    c: float = 1.345, maxiter: int = 50, tol: float = 1e-8,
+) -> tuple[FloatArray, FloatArray]:
+    """Many Huber M-regressions at once (rows of v, observed where ok) on one design,
+    as statsmodels RLM(M=HuberT()).fit() does: IRLS from OLS with the MAD scale updated
+    each pass, H1 covariance. Returns (params (k, p), two-sided normal p-value of the
+    coefficient of exog column 1 (k,))."""
+    k, _n = v.shape
+    p = exog.shape[1]
+    w_obs = ok.astype(np.float64)
+    v0 = np.where(ok, v, 0.0)
+    nobs = w_obs.sum(axis=1)
+    ridge = 1e-10 * np.eye(p)
+
+    def wls(w: FloatArray) -> FloatArray:
+        xtw = exog.T[None, :, :] * w[:, None, :]  # (k, p, n)
+        a = xtw @ exog + ridge
+        return np.asarray(np.linalg.solve(a, (xtw @ v0[:, :, None]))[:, :, 0], dtype=np.float64)
+
+    def mad(r: FloatArray) -> FloatArray:
+        med = nanquantile(np.where(ok, np.abs(r), np.nan), [0.5], axis=1)[0]
+        return np.asarray(med / 0.6744897501960817, dtype=np.float64)
+
+    params = wls(w_obs)
+    resid = v0 - params @ exog.T
+    scale = mad(resid)
+    dev_old = np.full(k, np.inf)
+    for _ in range(maxiter):
+        u = resid / np.where(scale > 0, scale, 1.0)[:, None]
+        au = np.abs(u)
+        w = np.where(au <= c, 1.0, c / np.maximum(au, 1e-300)) * w_obs
+        params = wls(w)
+        resid = v0 - params @ exog.T
+        scale = mad(resid)
+        u = resid / np.where(scale > 0, scale, 1.0)[:, None]
+        au = np.abs(u)
+        rho = np.where(au <= c, 0.5 * u * u, c * au - 0.5 * c * c)
+        dev = (rho * w_obs).sum(axis=1)
+        if np.all(np.abs(dev - dev_old) <= tol):
+            break
+        dev_old = dev
+    u = resid / np.where(scale > 0, scale, 1.0)[:, None]
+    psi = np.clip(u, -c, c)
+    dpsi = (np.abs(u) <= c).astype(np.float64)
+    n = np.maximum(nobs, 1.0)
+    m_d = (dpsi * w_obs).sum(axis=1) / n
+    var_d = ((dpsi - m_d[:, None]) ** 2 * w_obs).sum(axis=1) / n
+    kk = 1.0 + p / n * var_d / np.maximum(m_d, 1e-12) ** 2
+    ss_psi = (psi * psi * w_obs).sum(axis=1)
+    df_resid = np.maximum(n - p, 1.0)
+    xtx = (exog.T[None, :, :] * w_obs[:, None, :]) @ exog + ridge
+    inv = np.linalg.pinv(xtx)
+    var1 = kk**2 * (ss_psi / df_resid * scale**2) / np.maximum(m_d, 1e-12) ** 2 * inv[:, 1, 1]
+    z = np.abs(params[:, 1]) / np.sqrt(np.maximum(var1, 1e-300))
+    pval = np.array([2.0 * (1.0 - NormalDist().cdf(float(zz))) for zz in z])
+    return params, pval
+
+
+def nanquantile(
+    a: FloatArray, levels: tuple[float, ...] | list[float] | FloatArray, axis: int
+) -> FloatArray:
+    """np.nanquantile (linear method) vectorised with one sort; numpy's own loops in Python.
+
+    ``levels`` may also be an array (nq, *shape of the result) of per-row levels."""
     s = np.sort(np.moveaxis(a, axis, -1), axis=-1)
     n = np.isfinite(s).sum(axis=-1)
     out = np.full((len(levels), *n.shape), np.nan)
     for j, q in enumerate(levels):
-        pos = q * np.maximum(n - 1, 0)
+        pos = np.clip(q, 0.0, 1.0) * np.maximum(n - 1, 0)
         lo = np.floor(pos).astype(np.int64)
         hi = np.minimum(lo + 1, np.maximum(n - 1, 0))
         v_lo = np.take_along_axis(s, lo[..., None], axis=-1)[..., 0]
@@ -275,6 +347,54 @@ def recent_features(r: FloatArray, ends: IntArray, windows: IntArray) -> FloatAr
     return out
 
 
+def lag_steps(cfg: Config, step_minutes: float) -> IntArray:
+    return np.array([steps_for(d * MINUTES_PER_DAY, step_minutes) for d in cfg.lag_days],
+                    dtype=np.int64)
+
+
+def lag_half(cfg: Config, step_minutes: float) -> int:
+    return round(cfg.lag_window_minutes / step_minutes)
+
+
+def lag_features(
+    r: FloatArray, origins: IntArray, hs: IntArray, lags: IntArray, half: int
+) -> FloatArray:
+    """Seasonal-naive components of the residual for target origin + h - 1: for each lag L,
+    the mean residual over +- half steps around target - L * ceil(h / L) (only steps
+    before the origin), NaN-aware, 0 when unobserved. Returns (m, G, O, len(lags))."""
+    m, t = r.shape
+    out = np.zeros((m, hs.size, origins.size, lags.size))
+    if origins.size == 0 or lags.size == 0:
+        return out
+    o_min, o_max, h_max = int(origins.min()), int(origins.max()), int(hs.max())
+    for j, lag in enumerate(lags.tolist()):
+        # Only the stretch this lag's windows can reach is summed.
+        first = max(0, o_min - lag - half)
+        last = min(t, o_max, o_max - lag + h_max + half)
+        if last <= first:
+            continue
+        seg = r[:, first:last]
+        ok = np.isfinite(seg)
+        zeros = np.zeros((m, 1))
+        c = np.concatenate((zeros, np.cumsum(np.where(ok, seg, 0.0), axis=1)), axis=1)
+        n: FloatArray = np.concatenate((zeros, np.cumsum(ok, axis=1, dtype=np.float64)),
+                                       axis=1)
+        width = last - first
+        org = origins - first
+        tgt = org[None, :] + hs[:, None] - 1  # (G, O)
+        src = tgt - lag * np.ceil(hs / lag).astype(np.int64)[:, None]
+        lo = np.clip(src - half, 0, width)
+        hi = np.clip(np.minimum(src + half + 1, org[None, :]), 0, width)
+        hi = np.maximum(hi, lo)
+        k = n[:, hi] - n[:, lo]
+        out[:, :, :, j] = np.where(k > 0, (c[:, hi] - c[:, lo]) / np.maximum(k, 1), 0.0)
+    return out
+
+
+def n_features(cfg: Config) -> int:
+    return len(cfg.feature_windows_minutes)
+
+
 def _fit_residual_model(
     r: FloatArray, step_minutes: float, cfg: Config
 ) -> FloatArray:
@@ -282,25 +402,30 @@ def _fit_residual_model(
 
     One small ridge regression per horizon of the grid: the coefficients say how much of
     the current deviation from the seasonal profile (last minute, last 10 minutes, last
-    hour, last 6 hours) persists h steps later, which captures short-term autocorrelation
-    and level shifts without iterating a one-step model.
+    hour, last 6 hours) persists h steps later, which captures short-term
+    autocorrelation and level shifts without iterating a one-step model.
     """
-    m, t = r.shape
     hs = horizon_grid(cfg, step_minutes)
     windows = feature_windows(cfg, step_minutes)
-    nf = windows.size
+    nf = n_features(cfg)
+    stride = steps_for(cfg.origin_stride_minutes, step_minutes)
+    lo = max(1, r.shape[1] - steps_for(cfg.residual_fit_days * MINUTES_PER_DAY, step_minutes))
+    # Only the stretch the origins' windows and targets reach is used.
+    off = max(0, lo - int(windows.max()))
+    r = r[:, off:]
+    lo -= off
+    m, t = r.shape
     beta = np.zeros((m, hs.size, nf))
     fitted = np.zeros((m, hs.size), dtype=bool)
-    stride = steps_for(cfg.origin_stride_minutes, step_minutes)
-    lo = max(1, t - steps_for(cfg.residual_fit_days * MINUTES_PER_DAY, step_minutes))
     origins = np.arange(lo, t, stride if t - lo > 50 * stride else 1)
     if origins.size:
         # Bound the influence of rare huge bursts on the coefficients (a Huber-like cap at
         # 8 robust SDs), while level shifts of ordinary size keep their full weight.
-        sd = 1.4826 * nanquantile(np.abs(r[:, lo:]), [0.5], axis=1)[0]
+        sub = np.abs(r[:, lo :: max(1, (t - lo) // 2000)])  # a robust scale needs no more
+        sd = 1.4826 * nanquantile(sub, [0.5], axis=1)[0]
         cap = np.where(np.isfinite(sd) & (sd > 0), 8.0 * sd, np.inf)[:, None]
         r = np.clip(r, -cap, cap)
-        feats = recent_features(r, origins, windows)  # (m, O, F)
+        feats = recent_features(r, origins, windows)  # (m, O, W)
         tgt = origins[None, :] + hs[:, None] - 1  # (G, O)
         inside = tgt < t
         rt = r[:, np.minimum(tgt, t - 1)]  # (m, G, O)
@@ -340,7 +465,12 @@ def fit_core(
     step_minutes: float,
     cfg: Config,
     gram_cache: dict[tuple[int, int], FloatArray],
+    reuse: CoreFit | None = None,
 ) -> CoreFit:
+    """Fit profile, trend and residual model. With ``reuse`` (the fit on the full history,
+    when refitting on a prefix for calibration) the trend slope is taken over rather than
+    re-estimated (a robust slope on daily medians barely moves when the last days are
+    held out); profile and residual model are refitted, so held-out errors stay honest."""
     m, t = y.shape
     obs = np.isfinite(y)
     span = _spans(obs, step_minutes)
@@ -352,16 +482,19 @@ def fit_core(
     ncols = np.where(span > 0, ncols, 0).astype(np.int64)
     tdays = np.arange(t) * step_minutes / MINUTES_PER_DAY
     t_ref = t * step_minutes / MINUTES_PER_DAY
-    slope = _robust_trend(y, day[:t], span, step_minutes, cfg)
-    yd = y - slope[:, None] * (tdays - t_ref)[None, :]
+    slope = (_robust_trend(y, day[:t], span, step_minutes, cfg) if reuse is None
+             else reuse.slope)
+    yd = y - slope[:, None] * (tdays - t_ref)[None, :] if np.any(slope != 0) else y
     # The harmonics vary on scales of hours, so the regression runs on block means of
     # about 5 minutes (the block-mean design is exact for a linear model): 5x cheaper.
     blk = max(1, min(round(5.0 / step_minutes), t))
     tb = t // blk
     head = t - tb * blk  # the oldest steps that do not fill a block are left out
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        yb = np.nanmean(yd[:, head:].reshape(m, tb, blk), axis=2)
+    blocks = yd[:, head:].reshape(m, tb, blk)
+    seen = np.isfinite(blocks)
+    cnt = seen.sum(axis=2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        yb = np.where(seen, blocks, 0.0).sum(axis=2) / cnt
     xb = x_full[head:t].reshape(tb, blk, p_all).mean(axis=1)
     w = _recency(tb, step_minutes * blk, cfg)
     obs_b = np.isfinite(yb)
@@ -371,14 +504,24 @@ def fit_core(
             continue
         rows = ncols == nc
         coef[rows, :nc] = _wls_batch(yb[rows], obs_b[rows], xb[:, :nc], w, gram_cache)
-    resid = yd - coef @ x_full[:t].T
+    # Residuals are only needed where the residual model and the stored tail look.
+    keep = min(t, max(
+        steps_for(cfg.residual_fit_days * MINUTES_PER_DAY, step_minutes)
+        + int(feature_windows(cfg, step_minutes).max()),
+        int(lag_steps(cfg, step_minutes).max(initial=0)) + lag_half(cfg, step_minutes),
+    ))
+    resid = yd[:, t - keep :] - coef @ x_full[t - keep : t].T
     beta = _fit_residual_model(resid, step_minutes, cfg)
-    return CoreFit(coef=coef, ncols=ncols, slope=slope, t_ref=t_ref, beta=beta, span_days=span)
+    return CoreFit(coef=coef, ncols=ncols, slope=slope, t_ref=t_ref, beta=beta, span_days=span,
+                   resid=resid)
 
 
-def baseline(core: CoreFit, x_full: FloatArray, step_minutes: float) -> FloatArray:
-    """Seasonal profile plus trend at every row of x_full, per series: (m, len(x_full))."""
-    tdays = np.arange(x_full.shape[0]) * step_minutes / MINUTES_PER_DAY
+def baseline(
+    core: CoreFit, x_full: FloatArray, step_minutes: float, first: int = 0
+) -> FloatArray:
+    """Seasonal profile plus trend at every row of x_full (step ``first`` onwards), per
+    series: (m, len(x_full))."""
+    tdays = (first + np.arange(x_full.shape[0])) * step_minutes / MINUTES_PER_DAY
     return np.asarray(
         core.coef @ x_full.T + core.slope[:, None] * (tdays - core.t_ref)[None, :],
         dtype=np.float64,
@@ -390,6 +533,28 @@ class Calibration:
     levels: tuple[float, ...]
     table: FloatArray  # (m, G, nq): quantiles of the normalised error by horizon
     accuracy: list[dict[str, Any]]
+    blend: FloatArray  # (m, G, 1 + L): weights of the model and of each seasonal lag
+
+
+def blend_weights(cfg: Config, hs: IntArray, step_minutes: float) -> FloatArray:
+    """Fixed combination of the model with the seasonal lags, by horizon: (G, 1 + L).
+
+    The lags' total weight grows with log(horizon) from 0 at ``blend_from_minutes`` to
+    ``blend_max_weight`` at one day and is split equally between the lags. Weights
+    fitted on the held-out tail were measured and lost to this fixed rule on every
+    ServeGen trace (a few days of holdout do not pin them down).
+    """
+    n_lags = len(cfg.lag_days)
+    out = np.zeros((hs.size, 1 + n_lags))
+    minutes = hs * step_minutes
+    if n_lags:
+        lo, hi = math.log(cfg.blend_from_minutes), math.log(MINUTES_PER_DAY)
+        frac = np.clip((np.log(minutes) - lo) / (hi - lo), 0.0, 1.0) * cfg.blend_max_weight
+        out[:, 1:] = (frac / n_lags)[:, None]
+        out[:, 0] = 1.0 - frac
+    else:
+        out[:, 0] = 1.0
+    return out
 
 
 def _normal_table(levels: tuple[float, ...], g: int, sd: float) -> FloatArray:
@@ -428,6 +593,7 @@ def calibrate(
     g_n = hs.size
     nq = len(levels)
     table = np.full((m, g_n, nq), np.nan)
+    blend = np.repeat(blend_weights(cfg, hs, step_minutes)[None], m, axis=0)
     accuracy: list[dict[str, Any]] = [{} for _ in range(m)]
     cal_len = min(
         steps_for(cfg.calibration_days * MINUTES_PER_DAY, step_minutes),
@@ -437,14 +603,20 @@ def calibrate(
     errors: FloatArray | None = None
     naive_lag_days: FloatArray = np.where(final.span_days >= cfg.weekly_min_days, 7.0, 1.0)
     if cal_len >= 2 and t_c >= 2:
-        core = fit_core(y[:, :t_c], x_full, day, step_minutes, cfg, gram_cache)
-        base = baseline(core, x_full[:t], step_minutes)
-        resid = y - base
+        core = fit_core(y[:, :t_c], x_full, day, step_minutes, cfg, gram_cache, reuse=final)
+        windows = feature_windows(cfg, step_minutes)
+        lags = lag_steps(cfg, step_minutes)
+        half = lag_half(cfg, step_minutes)
+        # Only the stretch the features of the held-out origins can reach is computed.
+        off = max(0, t_c - max(int(windows.max()), int(lags.max(initial=0)) + half))
+        base = baseline(core, x_full[off:t], step_minutes, off)
+        resid = y[:, off:] - base
         stride = steps_for(cfg.origin_stride_minutes, step_minutes)
         if cal_len < 100 * stride:
             stride = 1
         origins = np.arange(t_c, t, stride)
-        feats = recent_features(resid, origins, feature_windows(cfg, step_minutes))
+        feats = recent_features(resid, origins - off, windows)
+        lagf = lag_features(resid, origins - off, hs, lags, half)  # (m, G, O, L)
         errors = np.full((m, origins.size, g_n), np.nan)
         abs_model = np.full((m, origins.size, g_n), np.nan)
         abs_naive = np.full((m, origins.size, g_n), np.nan)
@@ -454,9 +626,13 @@ def calibrate(
             if ok.size == 0:
                 break
             tg = tgt[ok]
-            pred = base[:, tg] + np.einsum("moi,mi->mo", feats[:, ok, :], core.beta[:, g])
+            comps = np.concatenate(
+                (np.einsum("moi,mi->mo", feats[:, ok, :], core.beta[:, g])[..., None],
+                 lagf[:, g, ok, :]), axis=2)  # (m, O, 1 + L) corrections to the profile
+            bt = base[:, tg - off]
+            pred = bt + np.einsum("moc,mc->mo", comps, blend[:, g])
             yhat = np.maximum(pred, 0.0)
-            level = np.maximum(yhat if cfg.scale_by_forecast else base[:, tg], cfg.level_floor)
+            level = np.maximum(yhat if cfg.scale_by_forecast else bt, cfg.level_floor)
             err = y[:, tg] - yhat
             errors[:, ok, g] = err / level
             abs_model[:, ok, g] = np.abs(err)
@@ -466,9 +642,10 @@ def calibrate(
             valid = src >= 0
             naive = np.take_along_axis(y, np.where(valid, src, 0), axis=1)
             abs_naive[:, ok, g] = np.where(valid, np.abs(y[:, tg] - naive), np.nan)
-        q = nanquantile(errors, levels, axis=1)  # (nq, m, G)
-        table = np.moveaxis(q, 0, -1)
         counts = np.isfinite(errors).sum(axis=1)  # (m, G)
+        q = nanquantile(errors, conformal_levels(levels, effective_counts(errors)),
+                        axis=1)  # (nq, m, G)
+        table = np.moveaxis(q, 0, -1)
         _fill_short(table, counts, hs, cfg)
         _describe(accuracy, errors, abs_model, abs_naive, hs, y, cal_len, step_minutes,
                   naive_lag_days, cfg)
@@ -476,7 +653,42 @@ def calibrate(
     for i in np.flatnonzero(fallback).tolist():
         table[i], accuracy[i] = _fallback_table(y[i], final, i, x_full, levels, g_n,
                                                 step_minutes, cfg)
-    return Calibration(levels=levels, table=_tidy_table(table, levels), accuracy=accuracy)
+    return Calibration(levels=levels, table=_tidy_table(table, levels), accuracy=accuracy,
+                       blend=blend)
+
+
+def effective_counts(errors: FloatArray) -> FloatArray:
+    """Effective number of independent errors per (series, horizon) among the held-out
+    origins, (m, G): n (1 - rho) / (1 + rho) with rho the correlation of the errors of
+    consecutive origins (an AR(1) approximation; nearby origins share most of their
+    error)."""
+    a, b = errors[:, :-1], errors[:, 1:]
+    ok = np.isfinite(a) & np.isfinite(b)
+    k = np.maximum(ok.sum(axis=1), 1)
+    a0 = np.where(ok, a, 0.0)
+    b0 = np.where(ok, b, 0.0)
+    ma, mb = a0.sum(axis=1) / k, b0.sum(axis=1) / k
+    da = np.where(ok, a - ma[:, None], 0.0)
+    db = np.where(ok, b - mb[:, None], 0.0)
+    den = np.sqrt((da * da).sum(axis=1) * (db * db).sum(axis=1))
+    rho = np.where(den > 0, (da * db).sum(axis=1) / np.where(den > 0, den, 1.0), 0.0)
+    rho = np.clip(rho, 0.0, 0.999)
+    n = np.isfinite(errors).sum(axis=1).astype(np.float64)
+    return np.asarray(np.clip(n * (1.0 - rho) / (1.0 + rho), 1.0, np.maximum(n, 1.0)),
+                      dtype=np.float64)
+
+
+def conformal_levels(levels: tuple[float, ...], n_eff: FloatArray) -> FloatArray:
+    """Split-conformal finite-sample levels, (nq, m, G): the upper quantile q of n errors
+    is taken at ceil(q (n + 1)) / n (the lower one symmetrically), with n the effective
+    number of independent errors."""
+    out = np.empty((len(levels), *n_eff.shape))
+    for j, q in enumerate(levels):
+        tail = min(q, 1.0 - q)
+        adj = 1.0 - np.ceil((1.0 - tail) * (n_eff + 1.0)) / n_eff  # adjusted tail mass
+        adj = np.clip(adj, 0.0, tail)
+        out[j] = adj if q < 0.5 else (1.0 - adj if q > 0.5 else q)
+    return out
 
 
 def _fill_short(table: FloatArray, counts: IntArray, hs: IntArray, cfg: Config) -> None:
@@ -526,22 +738,24 @@ def _fallback_table(
     }
 
 
-def _coverage(errors: FloatArray, lo_q: float, hi_q: float) -> float | None:
-    """Two-fold cross-validated coverage inside the held-out tail: quantiles estimated on
-    one half of the origins are checked on the other half."""
-    half = errors.shape[0] // 2
+def _coverage(errors: FloatArray, lo_q: float, hi_q: float) -> list[float | None]:
+    """Two-fold cross-validated coverage inside the held-out tail, per series: quantiles
+    estimated on one half of the origins are checked on the other half.
+    ``errors`` is (m, origins, horizons)."""
+    m = errors.shape[0]
+    half = errors.shape[1] // 2
     if half < 10:
-        return None
-    hits = 0
-    total = 0
+        return [None] * m
+    hits = np.zeros(m)
+    total = np.zeros(m)
     for a, b in ((slice(0, half), slice(half, None)), (slice(half, None), slice(0, half))):
-        q = nanquantile(errors[a], [lo_q, hi_q], axis=0)
-        e = errors[b]
-        ok = np.isfinite(e) & np.isfinite(q[0])[None, :]
-        inside = (e >= q[0][None, :]) & (e <= q[1][None, :]) & ok
-        hits += int(inside.sum())
-        total += int(ok.sum())
-    return hits / total if total else None
+        q = nanquantile(errors[:, a], [lo_q, hi_q], axis=1)  # (2, m, G)
+        e = errors[:, b]
+        ok = np.isfinite(e) & np.isfinite(q[0])[:, None, :]
+        inside = (e >= q[0][:, None, :]) & (e <= q[1][:, None, :]) & ok
+        hits += inside.sum(axis=(1, 2))
+        total += ok.sum(axis=(1, 2))
+    return [float(h / n) if n else None for h, n in zip(hits, total, strict=True)]
 
 
 def _describe(
@@ -561,6 +775,8 @@ def _describe(
         g = int(np.argmin(np.abs(hs * step_minutes - minutes)))
         if abs(hs[g] * step_minutes - minutes) <= 0.5 * minutes:
             picks.append((f"{hs[g] * step_minutes:g}", g))
+    c80s = _coverage(errors, 0.1, 0.9)
+    c95s = _coverage(errors, 0.025, 0.975)
     for i in range(errors.shape[0]):
         level = float(np.nanmean(np.abs(y[i, -cal_len:]))) if np.isfinite(y[i]).any() else 0.0
         mae_rel: dict[str, float | None] = {}
@@ -575,8 +791,7 @@ def _describe(
             mn = float(abs_naive[i, both, g].mean())
             mae_rel[label] = round(mm / level, 4)
             skill[label] = round(mm / mn, 4) if mn > 0 else None
-        c80 = _coverage(errors[i], 0.1, 0.9)
-        c95 = _coverage(errors[i], 0.025, 0.975)
+        c80, c95 = c80s[i], c95s[i]
         accuracy[i] = {
             "method": "split-conformal on the held-out tail of the history",
             "holdout_minutes": cal_len * step_minutes,

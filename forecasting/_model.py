@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from threadpoolctl import threadpool_limits
 
 from . import _core
 from ._gaps import SUBSTANTIAL_FRACTION, mask_suspected_gaps, zero_runs
@@ -17,13 +21,14 @@ from ._time import (
     MINUTES_PER_DAY,
     CalendarDay,
     FloatArray,
+    LocalSteps,
     Timeline,
     basis_table,
     from_epoch_minutes,
     normalise_calendar,
 )
 
-_CHUNK = 128
+_CHUNK = 64
 _INTERVAL_LEVELS = (0.025, 0.1, 0.9, 0.975)
 
 
@@ -78,6 +83,12 @@ class FittedModel:
     level_floor: float = field(repr=False)
     zero_gap_steps: int = field(repr=False)
     scale_by_forecast: bool = field(repr=False, default=False)
+    # Residuals (scaled units) of the last steps of the history, for the seasonal lags.
+    tail: FloatArray = field(repr=False, default_factory=lambda: np.zeros(0))
+    lags: npt.NDArray[np.int64] = field(repr=False,
+                                        default_factory=lambda: np.zeros(0, dtype=np.int64))
+    lag_half: int = field(repr=False, default=0)
+    blend: FloatArray = field(repr=False, default_factory=lambda: np.ones((1, 1)))  # (G, 1+L)
 
     def _origin_index(self, origin: dt.datetime | int) -> int:
         if isinstance(origin, dt.datetime):
@@ -104,7 +115,8 @@ class FittedModel:
         if horizon < 0:
             raise ValueError("horizon must be >= 0")
         k = self._origin_index(origin)
-        lookback = int(self.windows.max())
+        lag_max = int(self.lags.max()) + self.lag_half if self.lags.size else 0
+        lookback = max(int(self.windows.max()), lag_max)
         rec = np.asarray(recent, dtype=np.float64).reshape(-1)
         n_rec = min(rec.size, lookback)
         rec = rec[rec.size - n_rec :]
@@ -134,17 +146,33 @@ class FittedModel:
             for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
                 if float(base[s:e].mean()) >= SUBSTANTIAL_FRACTION:
                     y[s:e] = np.nan
-        r = y - base[:n_rec]
+        # Residuals over the lookback ending at the origin: the stored tail of the history,
+        # overridden by the recent observations where they exist.
+        r = np.full(lookback, np.nan)
+        t0 = self.n_history - self.tail.size  # step index of tail[0]
+        a, b = max(t0, k - lookback), min(self.n_history, k)
+        if b > a:
+            r[a - (k - lookback) : b - (k - lookback)] = self.tail[a - t0 : b - t0]
+        rr = y - base[:n_rec]
+        fin = np.isfinite(rr)
+        r[lookback - n_rec :][fin] = rr[fin]
         feats = np.zeros(self.windows.size)
         for j, w in enumerate(self.windows.tolist()):
-            tail = r[max(0, n_rec - w) :]
+            tail = r[max(0, lookback - w) :]
             tail = tail[np.isfinite(tail)]
             if tail.size:
                 feats[j] = tail.mean()
+        steps = np.arange(1, horizon + 1, dtype=np.int64)
+        if self.lags.size and horizon:
+            lagf = _core.lag_features(r[None, :], np.array([lookback], dtype=np.int64), steps,
+                                      self.lags, self.lag_half)[0, :, 0, :]  # (horizon, L)
+        else:
+            lagf = np.zeros((horizon, 0))
         h = np.log(np.arange(1, horizon + 1, dtype=np.float64))
         grid = np.log(self.horizon_steps)
-        contrib = self.beta @ feats
-        correction = np.interp(h, grid, contrib)
+        correction = np.interp(h, grid, self.blend[:, 0] * (self.beta @ feats))
+        for j in range(lagf.shape[1]):
+            correction += np.interp(h, grid, self.blend[:, 1 + j]) * lagf[:, j]
         fut = base[n_rec:]
         yhat = np.maximum(fut + correction, 0.0)
         level = np.maximum(yhat if self.scale_by_forecast else fut, self.level_floor)
@@ -239,23 +267,46 @@ def fit_batch(
         key = (series[i].size, start_list[i], tz_list[i] if start_list[i] else "UTC", cal_list[i])
         groups.setdefault(key, []).append(i)
     models: list[FittedModel | None] = [None] * n
-    for (_length, start, tz, cal), members in groups.items():
+    tasks: list[tuple[list[int], Callable[[], list[FittedModel]]]] = []
+    for (length, start, tz, cal), members in groups.items():
         timeline = Timeline.build(start, step_minutes, tz, cal)
+        local = timeline.local(np.arange(max(length, 1), dtype=np.int64))
+        x_full = basis_table(cfg.daily_harmonics, cfg.weekly_harmonics)[local.phase]
         for c0 in range(0, len(members), _CHUNK):
             chunk = members[c0 : c0 + _CHUNK]
-            fitted = _fit_group(
-                np.stack([series[i] for i in chunk]) if series[chunk[0]].size else
-                np.zeros((len(chunk), 0)),
-                timeline, start, tz, cal, step_minutes, qs, zero_gap_minutes, cfg,
-            )
-            for i, model in zip(chunk, fitted, strict=True):
-                models[i] = model
+            raw = (np.stack([series[i] for i in chunk]) if length else
+                   np.zeros((len(chunk), 0)))
+            tasks.append((chunk, functools.partial(
+                _fit_group, raw, timeline, local, x_full, start, tz, cal, step_minutes, qs,
+                zero_gap_minutes, cfg)))
+    # Chunks are independent and numpy releases the GIL in its heavy loops, so they run on
+    # one thread per core, each with single-threaded BLAS (the products are small; BLAS
+    # threads only contend with each other).
+    workers = min(len(tasks), _workers())
+    with threadpool_limits(limits=1, user_api="blas"):
+        if workers <= 1:
+            results = [task() for _chunk, task in tasks]
+        else:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                results = list(pool.map(lambda ct: ct[1](), tasks))
+    for (chunk, _task), fitted in zip(tasks, results, strict=True):
+        for i, model in zip(chunk, fitted, strict=True):
+            models[i] = model
     return [m for m in models if m is not None]
+
+
+def _workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _fit_group(
     raw: FloatArray,
     timeline: Timeline,
+    local: LocalSteps,
+    x_full: FloatArray,
     start: dt.datetime | None,
     timezone: str,
     calendar: tuple[CalendarDay, ...],
@@ -273,27 +324,37 @@ def _fit_group(
     y = np.where(np.isfinite(raw), raw, np.nan)
     masked = np.zeros(m, dtype=np.int64)
     if zero_gap_steps:
+        # Only rows holding a long enough zero run can have a gap to mask.
+        zero = y == 0
         for i in range(m):
+            if not zero[i].any() or zero_runs(y[i], zero_gap_steps)[0].size == 0:
+                continue
             before = np.isnan(y[i]).sum()
             y[i] = mask_suspected_gaps(y[i], min_run=zero_gap_steps)
             masked[i] = int(np.isnan(y[i]).sum() - before)
-    local = timeline.local(np.arange(t, dtype=np.int64))
-    mult = local.multiplier
-    with np.errstate(divide="ignore", invalid="ignore"):
-        y = np.where(mult[None, :] > 0, y / mult[None, :], np.nan)
+    mult = local.multiplier[:t]
+    if not np.all(mult == 1.0):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            y = np.where(mult[None, :] > 0, y / mult[None, :], np.nan)
     scale = np.ones(m)
     for i in range(m):
-        pos = y[i][y[i] > 0]
+        # The typical level only normalises units: a median of every 4th step suffices.
+        row = y[i, :: 4] if t >= 4000 else y[i]
+        pos = row[row > 0]
+        if pos.size == 0:
+            pos = y[i][y[i] > 0]
         if pos.size:
             scale[i] = float(np.median(pos))
     ys = y / scale[:, None]
-    x_full = basis_table(cfg.daily_harmonics, cfg.weekly_harmonics)[local.phase]
     gram_cache: dict[tuple[int, int], FloatArray] = {}
     core = _core.fit_core(ys, x_full, local.day, step_minutes, cfg, gram_cache)
     levels = tuple(sorted(set(quantiles) | set(_INTERVAL_LEVELS)))
     cal = _core.calibrate(ys, x_full, local.day, core, levels, step_minutes, cfg, gram_cache)
     hs = _core.horizon_grid(cfg, step_minutes).astype(np.float64)
     windows = _core.feature_windows(cfg, step_minutes)
+    lags = _core.lag_steps(cfg, step_minutes)
+    half = _core.lag_half(cfg, step_minutes)
+    tail_len = min(t, int(lags.max()) + half if lags.size else 0)
     out: list[FittedModel] = []
     for i in range(m):
         nc = int(core.ncols[i])
@@ -313,6 +374,11 @@ def _fit_group(
             "trend_relative_per_day": slope,
             "recency_halflife_days": cfg.halflife_days,
             "residual_windows_minutes": list(cfg.feature_windows_minutes),
+            "seasonal_lag_days": list(cfg.lag_days),
+            "seasonal_lag_weight_by_horizon_minutes": {
+                f"{h * step_minutes:g}": round(float(1.0 - cal.blend[i, g, 0]), 4)
+                for g, h in enumerate(hs.tolist()) if h * step_minutes in (60, 240, 1440)
+            },
             "timezone": timezone,
         }
         out.append(
@@ -341,6 +407,10 @@ def _fit_group(
                 level_floor=cfg.level_floor,
                 zero_gap_steps=zero_gap_steps,
                 scale_by_forecast=cfg.scale_by_forecast,
+                tail=core.resid[i, core.resid.shape[1] - tail_len :].astype(np.float32),
+                lags=lags,
+                lag_half=half,
+                blend=cal.blend[i].copy(),
             )
         )
     return out

@@ -74,15 +74,18 @@ def rolling_origin_eval(
     quantiles: Sequence[float] = (0.025, 0.1, 0.5, 0.9, 0.975),
     zero_gap_minutes: float = 10,
     eval_days: float = 7.0,
-    refit_every_minutes: float = 1440.0,
+    refit_every_minutes: float = 360.0,
     origin_every_minutes: float = 1.0,
 ) -> EvalReport:
     """Evaluate forecasts made from every origin of the last ``eval_days`` of ``series``.
 
-    The model is refitted every ``refit_every_minutes`` on what precedes the refit point
-    (the last ``train_days`` only, if given) and, in between, advanced with ``predict`` on
-    the observations before each origin, as the daemon does. ``horizons`` are in minutes:
-    horizon h scores the h-th forecast step. Truth and naive both come from the series
+    The default protocol (used by ``capsched forecast eval`` and the acceptance test) is
+    the daemon's: a forecast from every minute, the model refitted every 6 hours on what
+    precedes the refit point (the last ``train_days`` only, if given) and, in between,
+    advanced with ``predict`` on the observations before each origin. Origins every
+    minute matter for data published in blocks (ServeGen: 10 minutes): origins on block
+    boundaries only would score the hardest within-block position alone. ``horizons`` are
+    in minutes: horizon h scores the h-th forecast step. Truth and naive both come from the series
     with suspected zero gaps masked; points where either is missing are skipped. The naive
     is the weekly seasonal naive when the series spans two weeks, else the daily one.
     """
