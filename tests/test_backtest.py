@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 
 from scheduler.config import Deployment, Pricing
-from scheduler.planning.backtest import run_backtest
+from scheduler.planning.backtest import BacktestSettings, run_backtest
+from scheduler.planning.follow import FollowedPlan, FollowSettings
+from scheduler.planning.planner import DemandForecast, Holdings, PlannerSettings, plan
 from scheduler.usagefile import read_usage_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,3 +193,31 @@ def test_online_future_usage_cannot_change_the_past(tmp_path: Path) -> None:
         second = [r for r in read_rows(outs[1] / name)
                   if r.get("decided_utc", r.get("start_utc", "")) < stamp]
         assert first == second
+
+
+def test_capped_following_ignores_a_widening_band_but_not_a_step() -> None:
+    """The band widening with the horizon does not force a re-plan; a median step does."""
+    pricing = Pricing(elastic_unit_hour=27379 / 720, dedicated_unit_month=27379)
+    dep = Deployment(name="d", provider="sim", unit_tpm=1000, pricing=pricing,
+                     max_units=100, max_spill_fraction=0.01)
+    now = dt.datetime(2026, 3, 9, tzinfo=dt.UTC)
+    n = 120
+    widen = 1 + np.arange(n) / n  # the band doubles over the horizon
+    median = np.full(n, 10.0)
+    fc = DemandForecast(now, (0.5, 0.9, 0.975),
+                        np.vstack([median, median + 2 * widen, median + 4 * widen]))
+    p = plan(fc, Holdings(), dep, now, settings=PlannerSettings(horizon_minutes=n))
+    cfg = FollowSettings(replan_minutes=10)
+    at = [now + dt.timedelta(minutes=k) for k in range(40)]
+    planned = FollowedPlan(p, dep.scale_up_lead_minutes, capped=False)
+    capped = FollowedPlan(p, dep.scale_up_lead_minutes, capped=True)
+    assert any(planned.due(at[k], 10.0, cfg) for k in range(1, 9))
+    assert not any(capped.due(at[k], 10.0, cfg) for k in range(1, 9))
+    assert all(capped.target(at[k]) == capped.target(at[0]) for k in range(9))
+    step = np.where(np.arange(n) >= 30, 20.0, 10.0)
+    fc2 = DemandForecast(now, (0.5, 0.9, 0.975), np.vstack([step, step * 1.1, step * 1.2]))
+    p2 = plan(fc2, Holdings(), dep, now, settings=PlannerSettings(horizon_minutes=n))
+    stepped = FollowedPlan(p2, dep.scale_up_lead_minutes, capped=True)
+    # Re-planned the minute a unit requested then would serve at the step (30 - lead).
+    assert [k for k in range(1, 40) if stepped.due(at[k], 10.0, FollowSettings(
+        replan_minutes=60))][:1] == [30 - dep.scale_up_lead_minutes]

@@ -25,11 +25,22 @@ def step_plan() -> planner.Plan:
                         DEPLOYMENT, NOW, settings=planner.PlannerSettings(horizon_minutes=minutes))
 
 
-def test_target_requests_units_lead_minutes_ahead() -> None:
-    followed = FollowedPlan(step_plan(), lead=5)
+def test_schedule_following_requests_units_lead_minutes_ahead() -> None:
+    followed = FollowedPlan(step_plan(), lead=5, capped=False)
     at = NOW.replace(minute=54)
     assert followed.target(at) < 3 <= followed.target(NOW.replace(minute=55))
     assert followed.target(NOW.replace(hour=8, minute=30)) == 3
+
+
+def test_capped_following_holds_the_first_target_and_replans_at_the_step() -> None:
+    followed = FollowedPlan(step_plan(), lead=5)
+    settings = FollowSettings(replan_minutes=30)
+    first = followed.target(NOW)
+    assert all(followed.target(NOW + dt.timedelta(minutes=i)) == first for i in range(60))
+    due = [i for i in range(1, 30)
+           if followed.why_due(NOW + dt.timedelta(minutes=i), 1.0, settings) == "need_rises"]
+    # A unit requested at 07:55 serves from 08:00, when the median need steps up.
+    assert due and due[0] == 15
 
 
 def test_due_on_band_breach_target_change_and_period() -> None:

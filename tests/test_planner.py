@@ -67,10 +67,18 @@ def test_commitment_only_above_break_even() -> None:
     assert again.new_commitments == ()
 
 
-def test_ladder_caps_each_decision() -> None:
+def test_whole_30_day_level_at_the_first_decision() -> None:
     d = deployment(spill=0.0)
     fc = forecast(T0, np.full(10080, 20.0), 0.0)
     p = plan(fc, Holdings(), d, T0, settings=SETTINGS, commit_forecast=fc)
+    assert [(c.term_days, c.units) for c in p.new_commitments] == [(30, 20)]
+
+
+def test_ladder_caps_each_decision() -> None:
+    d = deployment(spill=0.0)
+    fc = forecast(T0, np.full(10080, 20.0), 0.0)
+    ladder = PlannerSettings(horizon_minutes=90, ladder_tranches_30d=4)
+    p = plan(fc, Holdings(), d, T0, settings=ladder, commit_forecast=fc)
     by_term = {c.term_days: c.units for c in p.new_commitments}
     assert by_term[30] == 5  # ceil(20 / 4 tranches)
     assert by_term[7] == 10  # 15 wanted, capped at ceil((5 + 15) / 2 tranches)

@@ -26,7 +26,6 @@ import numpy as np
 import numpy.typing as npt
 
 from scheduler.config import Deployment
-from scheduler.planning import seasonal
 from scheduler.planning.economics import (
     CostBreakdown,
     FloatArray,
@@ -38,16 +37,14 @@ from scheduler.planning.economics import (
     payg_total_cost,
     schedule_cost,
 )
+from scheduler.planning.follow import FollowedPlan, FollowSettings
 from scheduler.planning.hindsight import hindsight_optimum
+from scheduler.planning.inputs import ForecastLike, planning_forecast
 from scheduler.planning.planner import (
-    DemandForecast,
-    Plan,
     PlannerSettings,
     SpillToDate,
     plan,
-    quantile_at,
 )
-from scheduler.planning.inputs import ForecastLike, planning_forecast
 from scheduler.planning.simulator import ProviderEvent, SimulatedProvider
 from scheduler.usagefile import ParsedUsage
 
@@ -85,8 +82,21 @@ class BacktestSettings:
     reactive_window_minutes: int = 5
     reactive_headroom: float = 0.2
     #: Re-plan at least this often (and whenever the followed plan changes or an
-    #: observation leaves its forecast band; see :class:`_Followed`).
+    #: observation leaves its forecast band; see :mod:`scheduler.planning.follow`).
     replan_minutes: int = 10
+    #: Also re-plan where the followed plan's own target changes (its forward-dilated
+    #: holds over-state the tail; a fresh plan releases a unit once its own hold is over).
+    replan_on_change: bool = True
+    #: ... and where the capacity the forecast requires changes.
+    replan_on_required: bool = False
+    #: ... and when an observation falls below the forecast band (above it always does).
+    replan_below_band: bool = True
+    #: "plan": follow the plan's own target schedule. "capped": hold the plan's target of
+    #: its first minute (never more), re-planning early only when the plan's *median*
+    #: requirement at the serving minute rises (an expected step, not the forecast band
+    #: widening with the horizon, which otherwise makes every plan's target ramp up and
+    #: forces a re-plan nearly every minute on bursty traces).
+    follow: str = "capped"
     #: Lay the trusted seasonal envelope of the history over the model's quantiles
     #: (:mod:`scheduler.planning.seasonal`).
     seasonal: bool = True
@@ -130,49 +140,6 @@ def _window_bounds(minutes: npt.NDArray[np.datetime64], start: dt.datetime | Non
     if w0 < first:
         raise ValueError(f"start {as_datetime(w0):%Y-%m-%dT%H:%MZ} is before the trace")
     return w0, w1
-
-
-class _Followed:
-    """The last plan, followed minute by minute until a re-plan is due.
-
-    Between plans the elastic target is the plan's own schedule (the units to hold or
-    request at each minute: the most planned over the next ``lead`` minutes). A re-plan is
-    due every ``replan_minutes``, at any minute where the followed plan's required
-    capacity or target changes, and as soon as an observation falls outside the plan's
-    forecast band (above its top quantile, or further below the median than the top is
-    above it). Re-planning only then is what keeps a 30-day backtest fast; the decisions
-    are those of re-planning every minute up to the staleness of ``replan_minutes``.
-    """
-
-    def __init__(self, k: int, p: Plan, lead: int) -> None:
-        self.k = k
-        self.plan = p
-        elastic = p.elastic_target
-        window = lead + 1
-        padded = np.concatenate([elastic, np.full(window, elastic[-1] if elastic.size else 0)])
-        self.wanted = np.lib.stride_tricks.sliding_window_view(padded, window).max(axis=1)[
-            : elastic.size]
-        self.required = p.required_units
-        self.top = p.forecast_values[-1]
-        self.median = quantile_at(p.forecast_levels, p.forecast_values, 0.5)
-        self.lead = lead
-        action = p.action_now()
-        self.reason = action.reason if action is not None else ""
-
-    def target(self, k: int) -> int:
-        return int(self.wanted[min(k - self.k, self.wanted.size - 1)])
-
-    def due(self, k: int, observed: float | None, cfg: BacktestSettings) -> bool:
-        i = k - self.k
-        if i >= cfg.replan_minutes or i + self.lead + 1 >= self.wanted.size:
-            return True
-        if self.required[i] != self.required[i - 1] or self.wanted[i] != self.wanted[i - 1]:
-            return True
-        if observed is not None:
-            hi, mid = float(self.top[i - 1]), float(self.median[i - 1])
-            if observed > hi + 1e-9 or observed < mid - (hi - mid) - 1e-9:
-                return True
-        return False
 
 
 def run_backtest(
@@ -238,14 +205,18 @@ def run_backtest(
     last_fit = -math.inf
     spilled = 0.0
     demanded = 0.0
-    last: _Followed | None = None
+    last: FollowedPlan | None = None
+    follow = FollowSettings(
+        replan_minutes=cfg.replan_minutes, capped=cfg.follow == "capped",
+        replan_on_change=cfg.replan_on_change, replan_on_required=cfg.replan_on_required,
+        replan_below_band=cfg.replan_below_band)
     n_plans = 0
     for k in range(n):
         t = i0 + k
         now = origin + k * MINUTE
         decide = k == 0 or (now.hour == cfg.commit_hour_utc and now.minute == 0)
         seen = demand[t - 1] if t > 0 and demand[t - 1] > 0 and not missing[t - 1] else None
-        if decide or last is None or last.due(k, seen, cfg):
+        if decide or last is None or last.due(now, seen, follow):
             # What is known at t: the whole-trace gap mask cannot tell whether a zero run
             # still in progress will reach the gap length, so that run is missing here
             # (the safe reading) whatever its final length.
@@ -283,8 +254,8 @@ def run_backtest(
                 provider.buy(k, c.term_days, c.units,
                              "utilisation above break-even over the term")
                 committed[k:min(n, k + c.term_minutes)] += c.units
-            last = _Followed(k, p, dep.scale_up_lead_minutes)
-        provider.set_target(k, last.target(k), last.reason)
+            last = FollowedPlan(p, dep.scale_up_lead_minutes, capped=follow.capped)
+        provider.set_target(k, last.target(now), last.reason)
         capacity = committed[k] + provider.active_elastic_at(k)
         demanded += demand[t]
         spilled += max(0.0, demand[t] - capacity)
@@ -431,6 +402,10 @@ def _summary(dep: Deployment, origin: dt.datetime, n: int, cost: CostBreakdown,
         },
         "settings": {"planner": asdict(cfg.planner), "quantiles": list(cfg.quantiles),
                      "refit_minutes": cfg.refit_minutes, "history_days": cfg.history_days,
-                     "replan_minutes": cfg.replan_minutes, "seasonal": cfg.seasonal,
+                     "replan_minutes": cfg.replan_minutes,
+                     "replan_on_change": cfg.replan_on_change,
+                     "replan_on_required": cfg.replan_on_required,
+                     "replan_below_band": cfg.replan_below_band, "follow": cfg.follow,
+                     "seasonal": cfg.seasonal,
                      "seasonal_rel_tol": cfg.seasonal_rel_tol},
     }

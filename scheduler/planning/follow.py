@@ -2,11 +2,15 @@
 
 Re-planning every deployment every minute is what a naive scheduler does; it is also what
 makes a 1,000-deployment tick (or a 30-day backtest) slow. Between plans the elastic target
-is the plan's own schedule: the most units planned over the next ``lead`` minutes (what
-must be requested now to be serving in time). A re-plan is due
+comes from the plan: by default (*capped*) the target of the plan's first minute, never
+more, because the forecast band widens with the horizon and a plan's later targets would
+ramp up on that alone; otherwise (*plan*) the most units planned over the next ``lead``
+minutes. A re-plan is due
 
 * every ``replan_minutes``, and before the plan's horizon runs out;
-* where the followed plan's own target, or its required capacity, changes;
+* capped: when the plan's *median* requirement at the minute a unit requested now would
+  serve rises above its value at plan time (an expected step); plan: where the plan's own
+  target (or, optionally, its required capacity) changes;
 * as soon as an observation leaves the plan's forecast band (above its top quantile, or
   further below the median than the top is above it).
 
@@ -33,15 +37,18 @@ ROUTINE = frozenset({"periodic", "target_change", "required_change"})
 @dataclass(frozen=True)
 class FollowSettings:
     replan_minutes: int = 10
+    #: Hold the first minute's target (see the module docstring); else follow the schedule.
+    capped: bool = True
     replan_on_change: bool = True
-    replan_on_required: bool = True
+    replan_on_required: bool = False
     replan_below_band: bool = True
 
 
 class FollowedPlan:
-    def __init__(self, plan: Plan, lead: int) -> None:
+    def __init__(self, plan: Plan, lead: int, *, capped: bool = True) -> None:
         self.plan = plan
         self.start = plan.now
+        self.capped = capped
         elastic = plan.elastic_target
         window = lead + 1
         padded = np.concatenate([elastic, np.full(window, elastic[-1] if elastic.size else 0)])
@@ -51,6 +58,11 @@ class FollowedPlan:
         self.top = plan.forecast_values[-1]
         self.median = quantile_at(plan.forecast_levels, plan.forecast_values, 0.5)
         self.lead = lead
+        # The median's requirement at the minute a unit requested now would serve.
+        serve = np.minimum(np.arange(elastic.size) + lead, max(elastic.size - 1, 0))
+        self.median_need = np.ceil(self.median[serve] - 1e-6) if elastic.size else self.median
+        if capped and self.wanted.size:
+            self.wanted = np.minimum(self.wanted, self.wanted[0])
         action = plan.action_now()
         self.reason = action.reason if action is not None else ""
 
@@ -95,9 +107,11 @@ class FollowedPlan:
                 return "above_band"
             if settings.replan_below_band and observed < mid - (hi - mid) - 1e-9:
                 return "below_band"
+        if self.capped and self.median_need[i] > self.median_need[0]:
+            return "need_rises"
         if periodic:
             return "periodic"
-        if settings.replan_on_change and self.wanted[i] != self.wanted[i - 1]:
+        if not self.capped and settings.replan_on_change and self.wanted[i] != self.wanted[i - 1]:
             return "target_change"
         if settings.replan_on_required and self.required[i] != self.required[i - 1]:
             return "required_change"

@@ -112,15 +112,17 @@ class SpillToDate:
 class PlannerSettings:
     horizon_minutes: int = 240
     #: Fraction of the spill bound the plan aims at: forecasts miss, so plan tighter.
-    payg_safety: float = 0.5
+    payg_safety: float = 0.8
     #: Throttled requests are lost, so the plan aims tighter still.
     throttle_safety: float = 0.25
     #: Utilisation above break-even a commitment needs (forecast error margin).
     commit_margin: float = 0.03
     #: Quantile of the commitment forecast that decides whether a unit is needed.
     commit_quantile: float = 0.5
-    #: At most ceil(level / tranches) units per term and decision: the ladder.
-    ladder_tranches_30d: int = 4
+    #: At most ceil(level / tranches) units per term and decision: the ladder. 30-day: 1,
+    #: i.e. the whole level the forecast supports at the first decision (the hindsight
+    #: optimum commits its level from the window start; a ladder pays elastic meanwhile).
+    ladder_tranches_30d: int = 1
     ladder_tranches_7d: int = 2
     #: Minutes until the next commitment decision (a unit must be needed before then).
     commit_period_minutes: int = 1440
@@ -356,17 +358,19 @@ def _elastic_layers(
     mask = need[None, :] > np.arange(layers)[:, None]
     held = _forward_dilate(mask & (t >= lead)[None, :], hold)
     if existing:
-        dilated = _forward_dilate(mask[: len(existing)], hold)
-        for j, (a, b) in enumerate(existing):
-            own = (t >= a) & (t < b)
-            # Held now (a virtual minute before the horizon), it is kept on after its own
-            # hold for as long as the dilated need continues with breaks of at most lead.
-            reach = _close_gaps(np.concatenate([[True], own | dilated[j]])[None, :],
-                                lead)[0, 1:]
-            p0 = min(max(b, 0), horizon)
-            cont = np.zeros(horizon, dtype=bool)
-            cont[p0:] = np.logical_and.accumulate(reach[p0:])
-            held[j] |= own | cont
+        m = len(existing)
+        dilated = _forward_dilate(mask[:m], hold)
+        a = np.array([se[0] for se in existing])[:, None]
+        b = np.array([se[1] for se in existing])[:, None]
+        own = (t[None, :] >= a) & (t[None, :] < b)
+        # Held now (a virtual minute before the horizon), each unit is kept on after its
+        # own hold for as long as the dilated need continues with breaks of at most lead.
+        reach = _close_gaps(np.hstack([np.ones((m, 1), dtype=bool), own | dilated]),
+                            lead)[:, 1:]
+        p0 = np.clip(b, 0, horizon)
+        after = t[None, :] >= p0
+        cont = np.logical_and.accumulate(reach | ~after, axis=1) & after
+        held[:m] |= own | cont
     held = _close_gaps(held, lead)
     return np.asarray(held.sum(axis=0), dtype=np.int64)
 
