@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from scheduler.config import Deployment, Pricing
-from scheduler.planning.backtest import BacktestSettings, run_backtest
+from scheduler.planning.backtest import run_backtest
 from scheduler.planning.follow import FollowedPlan, FollowSettings
 from scheduler.planning.planner import DemandForecast, Holdings, PlannerSettings, plan
 from scheduler.usagefile import read_usage_file
