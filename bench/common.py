@@ -43,9 +43,11 @@ def scratch_database(admin: str) -> Iterator[str]:
     name = f"capsched_bench_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")  # type: ignore[arg-type]
-    head, _, _ = admin.partition("?")[0].rpartition("/")
+    # The embedded server's URL keeps its socket directory in the query: keep the query.
+    location, sep, query = admin.partition("?")
+    head = location.rsplit("/", 1)[0]
     try:
-        yield f"{head}/{name}"
+        yield f"{head}/{name}{sep}{query}"
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # type: ignore[arg-type]

@@ -36,11 +36,11 @@ def _local_server_answers() -> bool:
 
 
 def _with_database(url: str, name: str) -> str:
-    head, _, _ = db.libpq_url(url).rpartition("/")
-    query = ""
-    if "?" in url:
-        query = "?" + url.split("?", 1)[1]
-    return f"{head}/{name}{query}"
+    # The embedded server's URL carries its socket directory in the query
+    # (postgresql://postgres:@/postgres?host=/tmp/...): only the path names the database.
+    location, sep, query = db.libpq_url(url).partition("?")
+    head = location.rsplit("/", 1)[0]
+    return f"{head}/{name}{sep}{query}"
 
 
 @pytest.fixture(scope="session")
