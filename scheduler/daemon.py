@@ -43,6 +43,7 @@ from scheduler.store import deployments as deployment_store
 from scheduler.store import forecasts as forecast_store
 from scheduler.store import journal as journal_store
 from scheduler.store import plans as plan_store
+from scheduler.store import usage as usage_store
 from scheduler.store.locks import LeaderLock
 from scheduler.store.plans import PlanRecord
 
@@ -55,6 +56,7 @@ RELOAD_MINUTES = 120
 @dataclass
 class DeploymentOutcome:
     deployment: str
+    replan: str | None = None
     planned_target: int | None = None
     sent_target: int | None = None
     held: bool = False
@@ -75,6 +77,8 @@ class TickReport:
     actions_retrying: int = 0
     drift: int = 0
     refitted: bool = False
+    #: Re-plans this tick by reason (the rest of the deployments followed their plan).
+    replans: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     duration_seconds: float = 0.0
     _by_name: dict[str, DeploymentOutcome] = field(default_factory=dict, repr=False)
@@ -107,7 +111,7 @@ class _Decision:
 @dataclass(frozen=True)
 class _Followed:
     plan: FollowedPlan
-    #: What the plan was made from: holdings, staleness and the model generation.
+    #: What the plan stands on: committed units, staleness and the model generation.
     basis: tuple[Any, ...]
 
 
@@ -182,6 +186,12 @@ class Daemon:
                      zero_gap_minutes=self.config.ingest.zero_gap_minutes)
         with self.engine.begin() as conn:
             run_ids = forecast_store.insert_forecasts(conn, [f.record for f in fits.values()])
+            # Retention rides on the refit: dropping whole expired months is cheap and
+            # idempotent, so doing it hourly keeps at most a month past the limit.
+            dropped = usage_store.drop_partitions_before(
+                conn, now - dt.timedelta(days=self.config.database.retention_days))
+        if dropped:
+            log.info("retention", dropped=dropped)
         models = Models(
             fitted_at=now,
             by_name={name: f.model for name, f in fits.items()},
@@ -225,6 +235,7 @@ class Daemon:
                  deployments=len(report.deployments), actions_planned=report.actions_planned,
                  actions_sent=report.actions_confirmed, actions_failed=report.actions_failed,
                  retrying=report.actions_retrying, drift=report.drift, refitted=report.refitted,
+                 replans=report.replans,
                  held=sum(d.held for d in report.deployments),
                  lag_seconds=round(report.duration_seconds, 3), errors=report.errors[:5])
         return report
@@ -272,6 +283,10 @@ class Daemon:
                 outcome.error = f"plan: {exc}"
                 continue
             decisions.append(decision)
+        for decision in decisions:
+            if decision.outcome.replan:
+                report.replans[decision.outcome.replan] = (
+                    report.replans.get(decision.outcome.replan, 0) + 1)
         self._record(decisions, origin)
         if not report.paused:
             for decision in decisions:
@@ -327,10 +342,11 @@ class Daemon:
         local_now = origin.astimezone(zoneinfo.ZoneInfo(deployment.timezone))
         decide = (local_now.strftime("%H:%M") >= self.config.daemon.commit_decision_time
                   and decided_on != local_now.date())
-        # Re-plan when what the plan stood on moved: commitments, staleness, the model, or
-        # an elastic target other than the one this daemon last asked for (a rejected
-        # action or a change by hand). Our own confirmed scale-ups are what the plan wanted.
-        basis = (holdings.commitments, stale, models.fitted_at)
+        # Re-plan when what the plan stood on moved: committed units, staleness, the model,
+        # or an elastic target other than the one this daemon last asked for (a rejected
+        # action or a change by hand). Our own confirmed actions are what the plan wanted.
+        committed_now = holdings.committed_at(origin)
+        basis = (committed_now, stale, models.fitted_at)
         surprised = holdings.elastic_target != self._last_target.get(
             deployment.name, holdings.elastic_target)
         last_value = history.demand[-1] if history.demand.size else np.nan
@@ -342,8 +358,10 @@ class Daemon:
             origin, observed, self.follow_settings, phase=self._ids[deployment.name])
         if why in ROUTINE and not routine_allowed:
             why = None  # the plan covers this minute; re-plan on a quieter tick
-        if (followed is None or followed.basis != basis or decide or surprised
-                or why is not None):
+        replan = ("first" if followed is None else "basis" if followed.basis != basis
+                  else "commitment_decision" if decide else "surprised" if surprised else why)
+        if replan is not None:
+            outcome.replan = replan
             model = models.by_name[deployment.name]
             fc = model.predict(history.demand, origin=origin,
                                horizon=self.config.daemon.plan_horizon_minutes)
@@ -354,12 +372,15 @@ class Daemon:
                 horizon_minutes=self.config.daemon.plan_horizon_minutes,
                 forecast_run_id=models.run_ids.get(deployment.name), commit_forecast=commit_fc,
                 held=stale)
+            # The plan expects its own purchases to be held from the next tick on.
+            bought = sum(c.units for c in result.plan.new_commitments)
             followed = _Followed(FollowedPlan(result.plan, deployment.scale_up_lead_minutes),
-                                 basis)
+                                 (committed_now + bought, stale, models.fitted_at))
             self._followed[deployment.name] = followed
             record, new_commitments = result.record, result.plan.new_commitments
+        assert followed is not None  # planned above when there was none
         current = holdings.elastic_target
-        committed = holdings.committed_at(origin)
+        committed = committed_now
         planned = followed.plan.target(origin)
         rail = rails.elastic_target(
             planned=planned, current=current, committed=committed, deployment=deployment,

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from collections.abc import Iterator
@@ -201,3 +202,21 @@ def test_a_lost_database_connection_is_survived(
     daemon.tick(clock.now)  # may find its leadership gone; must not raise
     run_ticks(daemon, clock, DAY.replace(hour=7, minute=52), 9)
     assert holdings(daemon).capacity_at(DAY.replace(hour=8)) >= 3
+
+
+def test_refit_applies_the_retention_setting(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    cfg, _ = config(tmp_path, extra="")
+    cfg = dataclasses.replace(cfg, database=dataclasses.replace(cfg.database, retention_days=7))
+    daemon = Daemon(cfg, engine, ProviderSet(cfg, engine), instance_id="retention")
+    old = write_trace(tmp_path / "old.csv", 0, until=START + dt.timedelta(days=3))
+    ingest_files(engine, [str(old)], deployment="bot", source="gw")
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM usage_hour")).scalar() == 72
+    try:
+        daemon.refit(dt.datetime(2026, 5, 2, tzinfo=dt.UTC))
+    finally:
+        daemon.close()
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM usage_hour")).scalar() == 0

@@ -169,3 +169,32 @@ def test_two_daemons_one_acts_and_the_other_takes_over_after_a_kill(
             if proc is not None and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
                 proc.communicate(timeout=60)
+
+
+def test_sighup_reloads_the_config(
+    prepared: tuple[Path, dict[str, str]], engine: sa.Engine
+) -> None:
+    config_path, env = prepared
+    proc = _start(env, DAY.replace(hour=7), speed=120)
+
+    def deployments() -> set[str]:
+        with engine.connect() as conn:
+            return set(conn.execute(sa.text(
+                "SELECT name FROM deployment WHERE active")).scalars())
+
+    def ticked() -> bool:
+        with engine.connect() as conn:
+            return journal_store.read_heartbeat(conn) is not None
+
+    try:
+        assert _wait_for(ticked, 90)
+        config_path.write_text(CONFIG + CONFIG[CONFIG.index("[[deployment]]"):].replace(
+            'name = "bot"', 'name = "bot-eu"'))
+        proc.send_signal(signal.SIGHUP)
+        assert _wait_for(lambda: deployments() == {"bot", "bot-eu"}, 60)
+        assert proc.poll() is None, "SIGHUP must not stop the daemon"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err[-2000:]
+    assert any('"config_reloaded"' in line for line in out.splitlines())
