@@ -340,7 +340,9 @@ def _check_type(value: Any, expected: Any, where: str, key: str) -> Any:
     return value
 
 
-def _build(cls: type[Any], table: Any, where: str, skip: frozenset[str] = frozenset()) -> Any:
+def _checked(cls: type[Any], table: Any, where: str, skip: frozenset[str] = frozenset()
+             ) -> dict[str, Any]:
+    """``table``'s keys checked against ``cls``'s fields (names and types), minus ``skip``."""
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: must be a table")
     known = {f.name: f for f in fields(cls)}
@@ -351,7 +353,11 @@ def _build(cls: type[Any], table: Any, where: str, skip: frozenset[str] = frozen
         if key not in known:
             raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
         values[key] = _check_type(value, known[key].type, where, key)
-    return cls(**values)
+    return values
+
+
+def _build(cls: type[Any], table: Any, where: str) -> Any:
+    return cls(**_checked(cls, table, where))
 
 
 def _parse_deployment(item: Any, where: str, index: int) -> Deployment:
@@ -382,33 +388,12 @@ def _parse_deployment(item: Any, where: str, index: int) -> Deployment:
     calendar = tuple(
         _parse_calendar(entry, f"{label} calendar #{i + 1}") for i, entry in enumerate(calendar_raw)
     )
-    scalars = {k: v for k, v in item.items() if k not in ("pricing", "calendar")}
-    built = _build(_DeploymentScalars, scalars, label)
-    deployment = Deployment(
-        pricing=pricing,
-        calendar=calendar,
-        **{f.name: getattr(built, f.name) for f in fields(_DeploymentScalars)},
-    )
+    scalars = _checked(Deployment, item, label, skip=frozenset({"pricing", "calendar"}))
+    deployment = Deployment(pricing=pricing, calendar=calendar, **scalars)
     if not deployment.model:
         deployment = replace(deployment, model=deployment.name)
     _validate_deployment(deployment, label)
     return deployment
-
-
-@dataclass(frozen=True)
-class _DeploymentScalars:
-    name: str
-    provider: str
-    unit_tpm: float
-    model: str = ""
-    output_token_weight: float = 3.0
-    min_units: int = 0
-    max_units: int = 100
-    scale_up_lead_minutes: int = 5
-    min_hold_minutes: int = 60
-    spill: str = "payg"
-    max_spill_fraction: float = 0.01
-    timezone: str = "UTC"
 
 
 def _parse_calendar(entry: Any, where: str) -> CalendarEntry:

@@ -63,12 +63,6 @@ class ForecastRecord:
     accuracy: Mapping[str, Any]
 
 
-@dataclass(frozen=True)
-class StoredForecast:
-    id: int
-    record: ForecastRecord
-
-
 def _finite_list(values: npt.NDArray[np.float64]) -> list[Any]:
     # NaN survives float8[] but not JSON; keep it as SQL NULL so users see "unknown".
     return [None if not np.isfinite(v) else float(v) for v in np.asarray(values).ravel()]
@@ -92,28 +86,3 @@ def insert_forecasts(conn: sa.Connection, records: Sequence[ForecastRecord]) -> 
     ]
     result = conn.execute(t.insert().returning(t.c.id), rows)
     return [int(i) for i in result.scalars().all()]
-
-
-def latest_forecasts(
-    conn: sa.Connection, deployment_ids: Sequence[int]
-) -> dict[int, StoredForecast]:
-    t = forecast_run_table
-    query = (
-        sa.select(t).where(t.c.deployment_id.in_(list(deployment_ids)))
-        .distinct(t.c.deployment_id)
-        .order_by(t.c.deployment_id, t.c.as_of.desc(), t.c.id.desc())
-    )
-    out = {}
-    for row in conn.execute(query).mappings():
-        record = ForecastRecord(
-            deployment_id=row["deployment_id"], as_of=row["as_of"], model=row["model"],
-            parameters=row["parameters"], data_start=row["data_start"],
-            data_end=row["data_end"], minutes_observed=row["minutes_observed"],
-            start=row["start"], step_minutes=row["step_minutes"],
-            quantile_levels=tuple(row["quantile_levels"]),
-            mean=np.array(row["mean"], dtype=np.float64),
-            quantiles=np.array(row["quantiles"], dtype=np.float64),
-            accuracy=row["accuracy"],
-        )
-        out[int(row["deployment_id"])] = StoredForecast(int(row["id"]), record)
-    return out

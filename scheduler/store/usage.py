@@ -418,20 +418,3 @@ def load_demand(
             series.append(total)
         out[int(ident)] = DemandSeries(int(ident), since, series[0], series[1], series[2])
     return out
-
-
-def last_usage_minutes(
-    conn: sa.Connection, deployment_ids: Sequence[int]
-) -> dict[int, dt.datetime]:
-    """The latest reported minute per deployment (primary key scanned backwards)."""
-    rows = conn.execute(
-        sa.text(
-            "SELECT d.id, (SELECT max(h.hour + make_interval(mins => m.i - 1)) "
-            "  FROM usage_hour h CROSS JOIN generate_series(1, 60) AS m(i) "
-            "  WHERE h.deployment_id = d.id AND h.input_tokens[m.i] >= 0 "
-            "  AND h.hour = (SELECT max(hour) FROM usage_hour x WHERE x.deployment_id = d.id)) "
-            "FROM unnest(CAST(:ids AS int4[])) AS d(id)"
-        ),
-        {"ids": list(deployment_ids)},
-    ).all()
-    return {int(i): m for i, m in rows if m is not None}
