@@ -142,6 +142,23 @@ def test_daemon_scales_up_before_the_peak_and_stops_cleanly_on_sigterm(
     assert ticks and all("tick_id" in t and "actions_sent" in t for t in ticks)
     assert events[-1]["event"] == "daemon_stopping"
 
+    # The same daemon restarted before the evening drop scales down after it.
+    evening = _start(env, DAY.replace(hour=17, minute=55), speed=120)
+
+    def scaled_down() -> bool:
+        with engine.connect() as conn:
+            return bool(conn.execute(sa.text(
+                "SELECT count(*) FROM action WHERE kind = 'elastic_set_target' "
+                "AND state = 'confirmed' AND decided_at >= :drop AND target_units = 0"),
+                {"drop": DAY.replace(hour=18)}).scalar())
+
+    try:
+        assert _wait_for(scaled_down, 90), "no confirmed scale-down after 18:00"
+    finally:
+        evening.send_signal(signal.SIGTERM)
+        evening.communicate(timeout=60)
+    assert evening.returncode == 0
+
 
 def test_two_daemons_one_acts_and_the_other_takes_over_after_a_kill(
     prepared: tuple[Path, dict[str, str]], engine: sa.Engine
