@@ -419,8 +419,10 @@ class Daemon:
         """Journal this decision's actions; return the commitment spend it adds this month."""
         deployment, ident = decision.deployment, self._ids[decision.deployment.name]
         origin = minute_floor(now)
-        if (decision.target != decision.current
-                and self._last_target.get(deployment.name) != decision.target):
+        # No memory of "already asked" here: the journal returns an identical open action
+        # instead of a duplicate, and after a failure (out of capacity) the same target
+        # must be asked for again; it waits in the journal until the backoff ends.
+        if decision.target != decision.current:
             journal.plan_action(self.engine, journal.ActionRequest(
                 deployment_id=ident, kind=journal_store.KIND_ELASTIC, target_units=decision.target,
                 due_at=origin, effective_at=origin + dt.timedelta(

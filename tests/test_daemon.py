@@ -168,25 +168,29 @@ def test_provider_failures_are_retried_and_never_crash_the_tick(
     assert rows[-1].state in ("confirmed", "superseded")
 
 
-def test_out_of_capacity_backs_off_and_planning_goes_on(
+def test_out_of_capacity_backs_off_then_asks_again(
     setup: tuple[Daemon, Clock], engine: sa.Engine, tmp_path: Path
 ) -> None:
     daemon, clock = setup
     ingest_until(engine, tmp_path, DAY + dt.timedelta(days=1))
     with engine.begin() as conn:
         sim_store.arm_fault(conn, "out_of_capacity", operation="set_elastic_target", times=1)
-    run_ticks(daemon, clock, DAY.replace(hour=7, minute=40), 21)  # through 08:00
+    run_ticks(daemon, clock, DAY.replace(hour=7, minute=40), 30)  # through 08:09
     with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT id, state, target_units, error_class, decided_at, sent_at FROM action "
+            "WHERE kind = 'elastic_set_target' ORDER BY id")).all()
         plans = conn.execute(sa.text(
             "SELECT count(*) FROM plan WHERE as_of > :t"), {"t": DAY.replace(hour=7, minute=55)}
         ).scalar()
-        failed = conn.execute(sa.text(
-            "SELECT count(*) FROM action WHERE state = 'failed' "
-            "AND error_class = 'OutOfCapacityError'")).scalar()
-        backoff = conn.execute(sa.text("SELECT count(*) FROM deployment_backoff")).scalar()
-    assert failed == 1
-    assert backoff == 1
-    assert plans and plans >= 1  # the deployment keeps being planned while it backs off
+    failed = [r for r in rows if r.state == "failed"]
+    assert [r.error_class for r in failed] == ["OutOfCapacityError"]
+    retry = [r for r in rows if r.id > failed[0].id and r.target_units == failed[0].target_units]
+    # The same capacity is asked for again once the provider's retry-after (60 s) is over.
+    assert retry and retry[0].state == "confirmed"
+    assert retry[0].sent_at >= failed[0].decided_at + dt.timedelta(seconds=60)
+    assert plans and plans >= 1  # planning went on meanwhile
+    assert holdings(daemon).capacity_at(DAY.replace(hour=8, minute=9)) >= 3
 
 
 def test_a_lost_database_connection_is_survived(
