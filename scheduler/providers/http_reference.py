@@ -42,6 +42,7 @@ from scheduler.providers.base import (
     ProviderLimits,
     RequestStatus,
 )
+from scheduler.providers.holds import plan_scale_down
 from scheduler.providers.http import (
     CODE_IDEMPOTENCY_CONFLICT,
     CODE_NOT_SUPPORTED,
@@ -404,30 +405,11 @@ class ReferenceState:
             state.tranches.append(_Tranche(delta, active_from, active_from + limits.min_hold))
             accepted = target
         elif target < current:
-            held = [t for t in state.tranches if t.active_from <= now < t.hold_until]
-            held_units = sum(t.units for t in held)
-            accepted = max(target, held_units)
-            if accepted > target:
-                clamp_reason = "min_hold"
-                next_release = min(t.hold_until for t in held)
-            # Pending units go first (never served, nothing held), newest first; then
-            # active units past their hold, oldest first.
-            pending = sorted(
-                (t for t in state.tranches if t.active_from > now),
-                key=lambda t: t.active_from,
-                reverse=True,
-            )
-            free = sorted(
-                (t for t in state.tranches if t.active_from <= now and t.hold_until <= now),
-                key=lambda t: t.active_from,
-            )
-            to_release = current - accepted
-            for tranche in [*pending, *free]:
-                take = min(tranche.units, to_release)
-                tranche.units -= take
-                to_release -= take
-                if to_release == 0:
-                    break
+            down = plan_scale_down(state.tranches, current, target, now)
+            accepted, clamp_reason = down.accepted, down.clamp_reason
+            next_release = down.next_release
+            for index, take in down.releases:
+                state.tranches[index].units -= take
             released = current - accepted
             state.tranches = [t for t in state.tranches if t.units > 0]
             if state.available is not None:

@@ -81,6 +81,7 @@ from scheduler.providers.errors import (
     ProviderUnavailable,
     QuotaExceededError,
 )
+from scheduler.providers.holds import plan_scale_down
 from scheduler.store import simulated as store
 
 if TYPE_CHECKING:
@@ -397,47 +398,32 @@ class SimulatedProvider(Provider):
             return super().holdings_many(names)
         self._take_fault(OP_HOLDINGS, None, mutating=False)
         now = self.now()
-
-        def read(conn: sa.Connection) -> dict[str, Holdings]:
-            for row in store.pending_requests_many(conn, self.name, names):
-                self._advance(conn, row, now)
-            tranches = store.load_tranches_many(conn, self.name, names)
-            commitments = store.load_commitments_many(conn, self.name, names, ending_after=now)
-            return {
-                name: Holdings(
-                    deployment=name, as_of=now,
-                    elastic=tuple(ElasticTranche(t.units, t.active_from, t.hold_until)
-                                  for t in tranches[name]),
-                    commitments=tuple(Commitment(c.commitment_id, c.units, c.term_days, c.start,
-                                                 c.end) for c in commitments[name]),
-                )
-                for name in names
-            }
-
-        return self._transaction(OP_HOLDINGS, None, read)
+        return self._transaction(OP_HOLDINGS, None,
+                                 lambda conn: self._read_holdings(conn, names, now))
 
     def holdings(self, deployment: str) -> Holdings:
         self._take_fault(OP_HOLDINGS, deployment, mutating=False)
         now = self.now()
+        return self._transaction(
+            OP_HOLDINGS, deployment,
+            lambda conn: self._read_holdings(conn, [deployment], now)[deployment])
 
-        def read(conn: sa.Connection) -> Holdings:
-            for row in store.pending_requests(conn, self.name, deployment):
-                self._advance(conn, row, now)
-            tranches = store.load_tranches(conn, self.name, deployment)
-            commitments = store.load_commitments(conn, self.name, deployment, ending_after=now)
-            return Holdings(
-                deployment=deployment,
-                as_of=now,
-                elastic=tuple(
-                    ElasticTranche(t.units, t.active_from, t.hold_until) for t in tranches
-                ),
-                commitments=tuple(
-                    Commitment(c.commitment_id, c.units, c.term_days, c.start, c.end)
-                    for c in commitments
-                ),
+    def _read_holdings(self, conn: sa.Connection, names: Sequence[str], now: dt.datetime
+                       ) -> dict[str, Holdings]:
+        for row in store.pending_requests_many(conn, self.name, names):
+            self._advance(conn, row, now)
+        tranches = store.load_tranches_many(conn, self.name, names)
+        commitments = store.load_commitments_many(conn, self.name, names, ending_after=now)
+        return {
+            name: Holdings(
+                deployment=name, as_of=now,
+                elastic=tuple(ElasticTranche(t.units, t.active_from, t.hold_until)
+                              for t in tranches[name]),
+                commitments=tuple(Commitment(c.commitment_id, c.units, c.term_days, c.start,
+                                             c.end) for c in commitments[name]),
             )
-
-        return self._transaction(OP_HOLDINGS, deployment, read)
+            for name in names
+        }
 
     def lookup_request(self, idempotency_key: str) -> RequestLookup:
         check_idempotency_key(idempotency_key, provider=self.name, operation=OP_LOOKUP_REQUEST)
@@ -713,30 +699,13 @@ class SimulatedProvider(Provider):
             remaining.append((delta, active_from))
             accepted = target
         elif target < current:
-            held = [t for t in tranches if t.active_from <= now < t.hold_until]
-            held_units = sum(t.units for t in held)
-            accepted = max(target, held_units)
-            if accepted > target:
-                clamp_reason = "min_hold"
-                next_release = min(t.hold_until for t in held)
-            # Pending units go first (never served, nothing held), newest first; then
-            # active units past their hold, oldest first.
-            pending = sorted(
-                (t for t in tranches if t.active_from > now),
-                key=lambda t: (t.active_from, t.id),
-                reverse=True,
-            )
-            free = sorted(
-                (t for t in tranches if t.active_from <= now and t.hold_until <= now),
-                key=lambda t: (t.active_from, t.id),
-            )
-            to_release = current - accepted
+            # Tranches come ordered by (active_from, id): position breaks ties as id did.
+            down = plan_scale_down(tranches, current, target, now)
+            accepted, clamp_reason = down.accepted, down.clamp_reason
+            next_release = down.next_release
             left = {t.id: t.units for t in tranches}
-            for tranche in [*pending, *free]:
-                if to_release == 0:
-                    break
-                take = min(tranche.units, to_release)
-                to_release -= take
+            for index, take in down.releases:
+                tranche = tranches[index]
                 left[tranche.id] -= take
                 store.set_tranche_units(conn, tranche.id, left[tranche.id])
             remaining = [(left[t.id], t.active_from) for t in tranches if left[t.id] > 0]

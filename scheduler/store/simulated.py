@@ -208,13 +208,8 @@ def lock_deployment(conn: sa.Connection, provider: str, deployment: str) -> None
 
 
 def load_tranches(conn: sa.Connection, provider: str, deployment: str) -> list[TrancheRow]:
-    t = sim_tranche_table
-    rows = conn.execute(
-        sa.select(t.c.id, t.c.units, t.c.active_from, t.c.hold_until)
-        .where(t.c.provider == provider, t.c.deployment == deployment)
-        .order_by(t.c.active_from, t.c.id)
-    )
-    return [TrancheRow(**row._mapping) for row in rows]
+    return load_tranches_many(conn, provider, [deployment])[deployment]
+
 
 
 def load_tranches_many(
@@ -269,13 +264,9 @@ def load_commitments(
     conn: sa.Connection, provider: str, deployment: str, *, ending_after: dt.datetime
 ) -> list[CommitmentRow]:
     """Commitments not yet ended at ``ending_after`` (including any starting later)."""
-    t = sim_commitment_table
-    rows = conn.execute(
-        sa.select(t.c.commitment_id, t.c.units, t.c.term_days, t.c.start, t.c.end)
-        .where(t.c.provider == provider, t.c.deployment == deployment, t.c.end > ending_after)
-        .order_by(t.c.start, t.c.id)
-    )
-    return [CommitmentRow(**row._mapping) for row in rows]
+    return load_commitments_many(conn, provider, [deployment], ending_after=ending_after)[
+        deployment]
+
 
 
 def load_commitments_many(
@@ -355,16 +346,6 @@ def count_request_call(conn: sa.Connection, provider: str, key: str) -> int:
         .returning(t.c.calls)
     ).scalar_one_or_none()
     return 0 if value is None else int(value)
-
-
-def pending_requests(conn: sa.Connection, provider: str, deployment: str) -> list[RequestRow]:
-    t = sim_request_table
-    rows = conn.execute(
-        sa.select(*_REQUEST_COLUMNS).where(
-            t.c.provider == provider, t.c.deployment == deployment, t.c.status == "pending"
-        )
-    )
-    return [RequestRow(**row._mapping) for row in rows]
 
 
 def pending_requests_many(
@@ -578,7 +559,6 @@ __all__ = [
     "lock_key",
     "mark_request_done",
     "next_reference",
-    "pending_requests",
     "set_local_timeouts",
     "set_tranche_units",
     "sim_commitment_table",
