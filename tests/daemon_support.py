@@ -57,3 +57,15 @@ def config(tmp_path: Path, extra: str = "") -> tuple[Config, Path]:
     path = tmp_path / "capsched.toml"
     path.write_text(CONFIG + extra)
     return parse_config(__import__("tomllib").loads(path.read_text()), path=path), path
+
+
+def cli_with_usage(db_url: str, tmp_path: Path, until: dt.datetime) -> list[str]:
+    """Global CLI arguments for a database holding the synthetic usage up to ``until``."""
+    from scheduler.cli import main
+
+    path = tmp_path / "capsched.toml"
+    path.write_text(CONFIG)
+    args = ["--config", str(path), "--database-url", db_url]
+    trace = write_trace(tmp_path / "usage.csv", 0, until=until)
+    assert main([*args, "ingest", str(trace), "--deployment", "bot"]) == 0
+    return args

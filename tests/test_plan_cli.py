@@ -9,18 +9,14 @@ import sqlalchemy as sa
 
 from scheduler.cli import EXIT_LOCKED, main
 from scheduler.store import locks
-from tests.daemon_support import CONFIG, START, write_trace
+from tests.daemon_support import START, cli_with_usage
 
 NOW = START + dt.timedelta(days=14, hours=7, minutes=50)
 
 
 @pytest.fixture
 def base(db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> list[str]:
-    config = tmp_path / "capsched.toml"
-    config.write_text(CONFIG)
-    args = ["--config", str(config), "--database-url", db_url]
-    trace = write_trace(tmp_path / "usage.csv", 0, until=NOW)
-    assert main([*args, "ingest", str(trace), "--deployment", "bot"]) == 0
+    args = cli_with_usage(db_url, tmp_path, until=NOW)
     capsys.readouterr()
     return args
 
