@@ -206,7 +206,9 @@ def test_capped_following_ignores_a_widening_band_but_not_a_step() -> None:
     median = np.full(n, 10.0)
     fc = DemandForecast(now, (0.5, 0.9, 0.975),
                         np.vstack([median, median + 2 * widen, median + 4 * widen]))
-    p = plan(fc, Holdings(), dep, now, settings=PlannerSettings(horizon_minutes=n))
+    # At this allowance the band's widening moves the required units within 9 minutes.
+    p = plan(fc, Holdings(), dep, now,
+             settings=PlannerSettings(horizon_minutes=n, payg_safety=0.8))
     cfg = FollowSettings(replan_minutes=10)
     at = [now + dt.timedelta(minutes=k) for k in range(40)]
     planned = FollowedPlan(p, dep.scale_up_lead_minutes, capped=False)

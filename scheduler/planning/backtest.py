@@ -38,6 +38,7 @@ from scheduler.planning.economics import (
     schedule_cost,
 )
 from scheduler.planning.follow import FollowedPlan, FollowSettings
+from scheduler.planning.headroom import HeadroomCurve, headroom_curves
 from scheduler.planning.hindsight import hindsight_optimum
 from scheduler.planning.inputs import ForecastLike, planning_forecast
 from scheduler.planning.planner import (
@@ -103,6 +104,9 @@ class BacktestSettings:
     seasonal_rel_tol: float = 0.01
     #: History handed to the seasonal component (enough for its 3 weeks + horizon).
     seasonal_history_minutes: int = 4 * 10_080
+    #: Re-calibrate the elastic headroom (:mod:`scheduler.planning.headroom`) at each
+    #: refit on this many days of usage; 0 keeps the planner's per-minute rule.
+    headroom_days: float = 7.0
 
 
 def _load_forecaster() -> ForecasterLike:
@@ -211,6 +215,8 @@ def run_backtest(
         replan_on_change=cfg.replan_on_change, replan_on_required=cfg.replan_on_required,
         replan_below_band=cfg.replan_below_band)
     n_plans = 0
+    headroom: HeadroomCurve | None = None
+    headrooms: list[float | None] = []
     for k in range(n):
         t = i0 + k
         now = origin + k * MINUTE
@@ -231,6 +237,9 @@ def run_backtest(
                                  timezone=dep.timezone, calendar=calendar,
                                  quantiles=cfg.quantiles, zero_gap_minutes=cfg.zero_gap_minutes)
                 last_fit = t
+                headroom = _headroom_curve(observed[:t], dep, cfg)
+                headrooms.append(None if headroom is None else headroom.headroom_for(
+                    dep.max_spill_fraction * cfg.planner.payg_safety))
             recent = observed[max(0, t - cfg.recent_minutes):t].copy()
             past = observed[max(0, t - cfg.seasonal_history_minutes):t]
             fc = planning_forecast(model.predict(recent, origin=now, horizon=horizon), now,
@@ -246,7 +255,7 @@ def run_backtest(
                      if d_recent > 0 else None)
             p = plan(fc, provider.holdings(k), dep, now, settings=cfg.planner,
                      commit_forecast=commit_fc, spill_to_date=SpillToDate(demanded, spilled),
-                     spill_price=price)
+                     spill_price=price, headroom=headroom)
             n_plans += 1
             if seen is None and t > 0:
                 observed[a:t] = saved
@@ -282,10 +291,20 @@ def run_backtest(
     _write_actions(out_dir / "actions.csv", provider.events, origin)
     summary = _summary(dep, origin, n, cost, reactive_cost, best, dedicated, payg_all, w_dem,
                        int(gaps[i0:].sum()), len(commitments), len(provider.events), cfg,
-                       n_plans)
+                       n_plans,
+                       headrooms)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n",
                                           encoding="utf-8")
     return summary
+
+
+def _headroom_curve(observed: FloatArray, dep: Deployment,
+                    cfg: BacktestSettings) -> HeadroomCurve | None:
+    if cfg.headroom_days <= 0 or dep.spill != "payg" or dep.max_spill_fraction <= 0:
+        return None  # no headroom meets a zero bound: the per-minute rule decides
+    days = observed[-int(cfg.headroom_days * 1440):]
+    return headroom_curves(days, lead=dep.scale_up_lead_minutes,
+                           hold=dep.min_hold_minutes)[0]
 
 
 def _reactive(observed: FloatArray, demand: FloatArray, dep: Deployment, origin: dt.datetime,
@@ -351,7 +370,8 @@ def _costs(c: CostBreakdown) -> dict[str, float]:
 def _summary(dep: Deployment, origin: dt.datetime, n: int, cost: CostBreakdown,
              reactive: CostBreakdown, best: Any, dedicated: float, payg: float,
              demand: FloatArray, gap_minutes: int, n_commitments: int, n_actions: int,
-             cfg: BacktestSettings, n_plans: int) -> dict[str, Any]:
+             cfg: BacktestSettings, n_plans: int,
+             headrooms: Sequence[float | None] = ()) -> dict[str, Any]:
     total = cost.total
 
     def versus(base: float) -> dict[str, float | None]:
@@ -375,6 +395,8 @@ def _summary(dep: Deployment, origin: dt.datetime, n: int, cost: CostBreakdown,
         "commitments_bought": n_commitments,
         "provider_events": n_actions,
         "plans_made": n_plans,
+        # One per refit; null where the per-minute rule decided (see planning/headroom.py).
+        "calibrated_headrooms": [None if h is None else round(h, 4) for h in headrooms],
         "gap_minutes": gap_minutes,
         "gap_billing": "gap minutes have zero demand in the file: no spill, held capacity "
                        "billed as usual",

@@ -45,6 +45,7 @@ from scheduler.planning.economics import (
     committed_unit_minute_rate,
     unit_minute_rate,
 )
+from scheduler.planning.headroom import HeadroomCurve
 
 MINUTE = dt.timedelta(minutes=1)
 #: Elastic changes listed per plan (now and the next ones).
@@ -112,7 +113,9 @@ class SpillToDate:
 class PlannerSettings:
     horizon_minutes: int = 240
     #: Fraction of the spill bound the plan aims at: forecasts miss, so plan tighter.
-    payg_safety: float = 0.8
+    #: 0.9 since the headroom is calibrated and an overrun tightens it in proportion
+    #: (with the per-minute rule alone it was 0.8).
+    payg_safety: float = 0.9
     #: Throttled requests are lost, so the plan aims tighter still.
     throttle_safety: float = 0.25
     #: Utilisation above break-even a commitment needs (forecast error margin).
@@ -404,11 +407,19 @@ def plan(
     commit_forecast: DemandForecast | None = None,
     spill_to_date: SpillToDate | None = None,
     spill_price: float | None = None,
+    headroom: HeadroomCurve | None = None,
 ) -> Plan:
     """Plan capacity for ``[now, now + horizon)``; buy commitments if ``commit_forecast``.
 
     ``spill_price`` is dollars per spilled unit-minute (``payg / demand_units`` of the
     recent token mix); by default the cheaper of all-input and all-output.
+
+    ``headroom`` (:func:`scheduler.planning.headroom.headroom_curves`) sets the service
+    capacity to the median forecast x (1 + h), h the smallest headroom whose replayed
+    spill over the deployment's recent history met the target; a period that has
+    spilled more than its share so far aims lower in proportion. Without a curve, or
+    when no headroom met the target, the per-minute rule decides: the smallest capacity
+    whose expected spill under the forecast band is within the allowance.
     """
     s = settings or PlannerSettings()
     dep = deployment
@@ -430,21 +441,37 @@ def plan(
     new_commitments: tuple[Commitment, ...] = ()
     if commit_forecast is not None:
         held_elastic = sum(b.units for b in holdings.elastic)
+        # A committed unit stands in for the elastic unit the plan would otherwise hold
+        # at its layer, and the calibrated rule holds median x (1 + h).
+        h_commit = (None if headroom is None or dep.spill != "payg" else
+                    headroom.headroom_for(dep.max_spill_fraction * s.payg_safety))
         new_commitments = _decide_commitments(
-            commit_forecast, holdings.commitments, dep, now, s, reasons, held_elastic)
+            commit_forecast, holdings.commitments, dep, now, s, reasons, held_elastic,
+            1.0 if h_commit is None else 1.0 + h_commit)
     commitments = holdings.commitments + new_commitments
     committed, committed_cost = committed_profile(commitments, now, horizon, dep.pricing)
 
     # Service level: the allowance is the bound x safety, corrected by what was spilled.
     safety = s.throttle_safety if dep.spill == "throttle" else s.payg_safety
     target = dep.max_spill_fraction * safety
+    aim = target
     if spill_to_date is not None and spill_to_date.demand_unit_minutes > 0:
-        debt = spill_to_date.spill_unit_minutes - target * spill_to_date.demand_unit_minutes
+        budget = target * spill_to_date.demand_unit_minutes
+        debt = spill_to_date.spill_unit_minutes - budget
         if debt > 0:
             # Pay back the excess over the horizon's expected demand (never below zero).
             target = max(0.0, target - debt / max(float(mean.sum()), 1e-9))
+            # The calibrated rule aims lower in proportion to the overrun so far.
+            aim = aim * budget / spill_to_date.spill_unit_minutes
     allowed = target * mean
-    x_service = service_capacity(dense, allowed)
+    h = (None if headroom is None or dep.spill != "payg" else headroom.headroom_for(aim))
+    if h is not None:
+        x_service = quantile_at(levels, values, 0.5) * (1.0 + h)
+        reasons.append(Reason(now, "elastic", "calibrated_headroom", 0.5,
+                              f"median forecast x {1.0 + h:.3f}: the smallest headroom whose "
+                              f"replayed spill over recent history met {aim:.3%}"))
+    else:
+        x_service = service_capacity(dense, allowed)
     economic_q = 1.0 - re / q if q > re else 0.0
     payg_cheaper = economic_q < 0.5
     x_econ = (quantile_at(levels, values, economic_q) if economic_q > 0
@@ -550,8 +577,12 @@ def _intervals(
 def _decide_commitments(
     fc: DemandForecast, existing: tuple[Commitment, ...], dep: Deployment, now: dt.datetime,
     s: PlannerSettings, reasons: list[Reason], held_elastic: int = 0,
+    factor: float = 1.0,
 ) -> tuple[Commitment, ...]:
     """Buy 30-day, then 7-day units that the median forecast needs often enough.
+
+    ``factor`` scales the median to the capacity the elastic tier would hold instead
+    (1 + the calibrated headroom), since that is what a committed unit replaces.
 
     Elastic units already held cannot be released before their hold ends, so a purchase
     never takes committed + held elastic above ``max_units``.
@@ -560,12 +591,12 @@ def _decide_commitments(
     for term in (30, 7):
         minutes = term * 1440
         values = fc.window(now, min(fc.horizon - _offset(fc, now), minutes))
-        median = quantile_at(fc.levels, values, s.commit_quantile)
+        basis = quantile_at(fc.levels, values, s.commit_quantile) * factor
         # A forecast shorter than the term is taken as a repeating profile (a week of
         # forecast is a weekly cycle).
-        reps = math.ceil(minutes / median.shape[0])
-        median = np.tile(median, reps)[:minutes]
-        need = np.minimum(_ceil_units(median, s.round_tolerance), dep.max_units)
+        reps = math.ceil(minutes / basis.shape[0])
+        basis = np.tile(basis, reps)[:minutes]
+        need = np.minimum(_ceil_units(basis, s.round_tolerance), dep.max_units)
         committed, _ = committed_profile(existing + tuple(bought), now, minutes, dep.pricing)
         gap = need - committed
         period = min(s.commit_period_minutes, minutes)
