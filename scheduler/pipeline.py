@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 import forecasting
 from scheduler.config import Deployment
+from scheduler.planning.headroom import DEFAULT_DAYS, HeadroomCurve, headroom_curves
 from scheduler.store import usage as usage_store
 from scheduler.store.forecasts import ForecastRecord
 
@@ -155,6 +156,34 @@ def refit(
     for history, model in zip(histories, models, strict=True):
         fc = model.predict(history.demand[-360:], origin=origin, horizon=horizon_minutes)
         out[history.deployment.name] = Refit(model, fc, to_record(history, fc, origin))
+    return out
+
+
+def headroom_by_deployment(
+    histories: Sequence[History], *, zero_gap_minutes: int = 10, days: float = DEFAULT_DAYS,
+) -> dict[str, HeadroomCurve | None]:
+    """Calibrate every pay-as-you-go deployment's elastic headroom on its last ``days``.
+
+    Deployments sharing a lead time and a minimum hold are replayed together (one
+    vectorised pass per group). Suspected logging gaps are missing, as for the forecast.
+    """
+    out: dict[str, HeadroomCurve | None] = {h.deployment.name: None for h in histories}
+    width = int(days * 1440)
+    groups: dict[tuple[int, int], list[History]] = {}
+    for h in histories:
+        dep = h.deployment
+        if dep.spill == "payg" and dep.max_spill_fraction > 0 and h.demand.size:
+            key = (dep.scale_up_lead_minutes, dep.min_hold_minutes)
+            groups.setdefault(key, []).append(h)
+    for (lead, hold), members in groups.items():
+        block = np.full((len(members), width), np.nan)
+        for i, h in enumerate(members):
+            tail = h.demand[-width:]
+            block[i, width - tail.size:] = forecasting.mask_suspected_gaps(
+                tail, min_run=zero_gap_minutes) if zero_gap_minutes > 0 else tail
+        for h, curve in zip(members, headroom_curves(block, lead=lead, hold=hold),
+                            strict=True):
+            out[h.deployment.name] = curve
     return out
 
 

@@ -189,3 +189,37 @@ def test_commitments_are_judged_against_the_capacity_elastic_would_hold() -> Non
     more = sum(c.units for c in calibrated.new_commitments)
     # x 1.25 lifts the level a 30-day unit is needed > 73 % of the time (about 1.25x).
     assert more > units > 0
+
+
+def test_headroom_is_calibrated_per_deployment_in_groups() -> None:
+    from scheduler.pipeline import History, headroom_by_deployment
+
+    rng = np.random.default_rng(11)
+    start = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
+    n = 7 * 1440  # exactly the calibration window
+
+    def history(name: str, scale: float, **kw: object) -> History:
+        demand = np.repeat(scale * np.exp(rng.normal(0, 0.2, n // 10)), 10)
+        return History(_deployment(name=name, **kw), 1, start, demand, demand * 1000.0,
+                       np.zeros(n))
+
+    calm = history("calm", 20.0)
+    gapped = history("gapped", 20.0)
+    gapped.demand[1000:1100] = 0.0  # a logging gap: missing, not idle
+    other = history("other-lead", 20.0, scale_up_lead_minutes=1)
+    throttled = history("throttled", 20.0, spill="throttle")
+    curves = headroom_by_deployment([calm, gapped, other, throttled])
+    assert curves["throttled"] is None
+    for h in (calm, gapped, other):
+        curve = curves[h.deployment.name]
+        assert curve is not None
+        lead = h.deployment.scale_up_lead_minutes
+        masked = h.demand.copy()
+        if h is gapped:
+            masked[1000:1100] = np.nan
+        expected = replayed_spill_fraction(masked, curve.headrooms, lead=lead, hold=60)[0]
+        assert curve.spill_fractions == pytest.approx(tuple(expected), abs=1e-12)
+    # A shorter lead needs less headroom for the same target.
+    calm_h = curves["calm"].headroom_for(0.009)  # type: ignore[union-attr]
+    other_h = curves["other-lead"].headroom_for(0.009)  # type: ignore[union-attr]
+    assert calm_h is not None and other_h is not None and other_h <= calm_h

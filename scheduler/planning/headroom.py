@@ -84,7 +84,9 @@ def replayed_spill_fraction(
             x = truth[:, step, None]
             spill += np.where(scored[:, step, None], np.maximum(x - n_active, 0.0), 0.0)
             total += np.where(scored[:, step, None], x, 0.0)
-    return np.asarray(np.where(total > 0, spill / np.maximum(total, 1e-300), 0.0), np.float64)
+    frac = np.zeros((m, k))
+    np.divide(spill, np.broadcast_to(total, (m, k)), out=frac, where=total > 0)
+    return frac
 
 
 @dataclass(frozen=True)
