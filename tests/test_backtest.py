@@ -137,6 +137,8 @@ def test_field_case(tmp_path: Path) -> None:
     assert summary["spill_fraction"] == 0.0 and summary["cost"]["spill"] == 0.0
     assert summary["service_level_met"]
     assert abs(summary["cost"]["total"] / 41981.13 - 1) < 0.01
+    # A zero bound: no headroom can meet it, the per-minute rule plans every step.
+    assert summary["calibrated_headrooms"] and not any(summary["calibrated_headrooms"])
     assert summary["baselines"]["hindsight_optimum"]["total"] == pytest.approx(41981.13,
                                                                               abs=0.01)
     again = recompute(out, usage_csv, dep)
@@ -164,6 +166,10 @@ def test_deterministic_and_costs_recomputed(tmp_path: Path) -> None:
     assert again["spill_fraction"] == pytest.approx(summary["spill_fraction"], rel=1e-9,
                                                     abs=1e-15)
     assert summary["cost"]["elastic"] > 0
+    # Calibrated at each refit on the week before (pay-as-you-go, 1 % bound).
+    from scheduler.planning.headroom import DEFAULT_GRID
+    headrooms = summary["calibrated_headrooms"]
+    assert headrooms and all(h in DEFAULT_GRID for h in headrooms)
 
 
 def test_online_future_usage_cannot_change_the_past(tmp_path: Path) -> None:
