@@ -32,6 +32,7 @@ from scheduler.config import Config, ConfigError, load_config
 from scheduler.ingest import IngestError, ingest_files
 from scheduler.logs import configure_logging
 from scheduler.store import deployments as deployment_store
+from scheduler.store import ledger as ledger_store
 from scheduler.store import usage as usage_store
 from scheduler.usagefile import UsageFileError
 
@@ -137,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_down = db_sub.add_parser("downgrade", help="revert migrations to REVISION")
     p_down.add_argument("revision")
     p_down.set_defaults(handler=cmd_db_downgrade)
-    p_prune = db_sub.add_parser("prune", help="drop usage partitions older than retention_days")
+    p_prune = db_sub.add_parser(
+        "prune", help="drop usage partitions older than retention_days and capacity ledger "
+                      "months before the previous one")
     p_prune.set_defaults(handler=cmd_db_prune)
 
     p_ingest = sub.add_parser(
@@ -294,9 +297,12 @@ def cmd_db_downgrade(ctx: Context) -> int:
 
 
 def cmd_db_prune(ctx: Context) -> int:
-    cutoff = utc_now() - dt.timedelta(days=ctx.config.database.retention_days)
+    now = utc_now()
+    cutoff = now - dt.timedelta(days=ctx.config.database.retention_days)
     with connected(ctx) as engine, engine.begin() as conn:
         dropped = usage_store.drop_partitions_before(conn, cutoff)
+        # The capacity ledger keeps the current and the previous UTC month.
+        dropped += ledger_store.prune(conn, now)
     log.info("db.prune", cutoff=cutoff.isoformat(), dropped=dropped)
     return EXIT_OK
 

@@ -11,12 +11,14 @@ import structlog
 
 from scheduler import cli
 from scheduler.config import ConfigError
-from scheduler.pipeline import load_histories, refit
+from scheduler.pipeline import load_histories, minute_floor, refit
+from scheduler.planning.planner import SpillToDate
 from scheduler.planrun import COMMIT_FORECAST_MINUTES, make_plan
 from scheduler.providers.errors import ProviderError
 from scheduler.providers_runtime import provider_set
 from scheduler.store import deployments as deployment_store
 from scheduler.store import forecasts as forecast_store
+from scheduler.store import ledger as ledger_store
 from scheduler.store import locks
 from scheduler.store import plans as plan_store
 from scheduler.usagefile import read_usage_file
@@ -69,6 +71,10 @@ def cmd_plan(ctx: cli.Context) -> int:
             ids = deployment_store.deployment_ids(conn, [d.name for d in deployments])
             histories = load_histories(conn, deployments, ids, now,
                                        ctx.config.daemon.history_days)
+            # The service level realised this UTC month so far, as the daemon plans with.
+            until = minute_floor(now)
+            levels = ledger_store.spill_to_date(conn, list(ids.values()),
+                                                ledger_store.month_start(until), until)
         fits = refit(list(histories.values()), now, horizon,
                      zero_gap_minutes=ctx.config.ingest.zero_gap_minutes)
         with provider_set(ctx.config, engine) as providers:
@@ -86,6 +92,9 @@ def cmd_plan(ctx: cli.Context) -> int:
                         history=history, forecast=fit.forecast, holdings=holdings,
                         now=fit.record.as_of, mode="dry_run", horizon_minutes=horizon,
                         forecast_run_id=run_id,
+                        spill_to_date=SpillToDate(
+                            levels[history.deployment_id].demand_unit_minutes,
+                            levels[history.deployment_id].spill_unit_minutes),
                         commit_forecast=fit.model.predict(
                             history.demand, origin=fit.record.as_of,
                             horizon=COMMIT_FORECAST_MINUTES))

@@ -9,6 +9,10 @@ leader (a PostgreSQL advisory lock; a second daemon waits as a standby):
 4. journals the resulting actions, then recovers and sends due actions (exactly once);
 5. reconciles the journal with what each provider holds and records drift.
 
+Each tick also records the capacity every deployment holds at its minute (the capacity
+ledger), and the service level realised this UTC month (spill-to-date, read from the
+ledger and the usage) feeds the plans, so a month that spilled above the bound is paid back.
+
 Forecast refits run on their own cadence (``refit_minutes``) and swap the models in
 atomically, so a tick never waits for a refit.
 """
@@ -16,6 +20,8 @@ atomically, so a tick never waits for a refit.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import threading
 import time
 import uuid
 import zoneinfo
@@ -31,9 +37,16 @@ import forecasting
 from scheduler import journal, rails
 from scheduler.config import Config, ConfigError, Deployment
 from scheduler.metrics import Metrics
-from scheduler.pipeline import History, HistoryBuffer, load_histories, minute_floor, refit
+from scheduler.pipeline import (
+    History,
+    HistoryBuffer,
+    load_histories,
+    minute_floor,
+    refit,
+)
 from scheduler.planning.economics import Commitment
 from scheduler.planning.follow import ROUTINE, FollowedPlan, FollowSettings
+from scheduler.planning.planner import SpillToDate
 from scheduler.planrun import COMMIT_FORECAST_MINUTES, make_plan
 from scheduler.providers.base import Holdings, Provider
 from scheduler.providers.errors import ProviderError
@@ -42,6 +55,7 @@ from scheduler.store import decisions as decision_store
 from scheduler.store import deployments as deployment_store
 from scheduler.store import forecasts as forecast_store
 from scheduler.store import journal as journal_store
+from scheduler.store import ledger as ledger_store
 from scheduler.store import plans as plan_store
 from scheduler.store import usage as usage_store
 from scheduler.store.locks import LeaderLock
@@ -51,6 +65,15 @@ log = structlog.get_logger()
 
 #: Usage each tick re-reads; older minutes come from the history kept since the refit.
 RELOAD_MINUTES = 120
+#: The service-level account (spill-to-date of the UTC month) is brought up to date this
+#: often (daemon clock); plans in between use the cached account.
+ACCOUNT_REFRESH_MINUTES = 15
+#: The account stops this long before now: usage that recent may still be on its way, and
+#: a minute once added is never read again (a month of ledger is too big to re-read).
+ACCOUNT_SETTLE_MINUTES = 30
+#: A tick adds at most this much to the account itself; a longer stretch (a start late in
+#: the month, a long stall) is read in the background unless the tick may work inline.
+ACCOUNT_INLINE_MINUTES = 180
 
 
 @dataclass
@@ -120,6 +143,23 @@ def _signature(holdings: Holdings) -> tuple[Any, ...]:
 
 
 @dataclass(frozen=True)
+class ServiceAccount:
+    """Spill-to-date of the UTC month ``period`` over ``[period, settled_until)``."""
+
+    period: dt.datetime
+    settled_until: dt.datetime
+    #: Daemon clock of the last refresh (None: never refreshed).
+    refreshed_at: dt.datetime | None
+    levels: Mapping[int, ledger_store.ServiceLevel]
+
+    @functools.cached_property
+    def spill_to_date(self) -> Mapping[int, SpillToDate]:
+        """The planner's view, per deployment id (built once per account)."""
+        return {ident: SpillToDate(level.demand_unit_minutes, level.spill_unit_minutes)
+                for ident, level in self.levels.items()}
+
+
+@dataclass(frozen=True)
 class Models:
     """The fitted models of one refit, swapped in as a whole."""
 
@@ -152,6 +192,12 @@ class Daemon:
         self._buffers: dict[str, HistoryBuffer] = {}
         self._followed: dict[str, _Followed] = {}
         self._reconciled: dict[str, tuple[Any, ...]] = {}
+        # The service-level account: owned by the tick; a background read (a cold start
+        # late in the month) hands its result over through _warmed.
+        self._account: ServiceAccount | None = None
+        self._warmed: tuple[int, ServiceAccount] | None = None
+        self._warming: threading.Thread | None = None
+        self._account_generation = 0
         self.follow_settings = FollowSettings()
         self.last_progress = perf_counter()
         self._sync_deployments()
@@ -173,6 +219,7 @@ class Daemon:
         self._sync_deployments()
         self._models = None  # deployments or their settings may have changed: refit
         self._followed.clear()
+        self._reset_account()  # deployments may have been added: re-read the month
 
     # -- forecasting -------------------------------------------------------------------------
 
@@ -190,6 +237,7 @@ class Daemon:
             # idempotent, so doing it hourly keeps at most a month past the limit.
             dropped = usage_store.drop_partitions_before(
                 conn, now - dt.timedelta(days=self.config.database.retention_days))
+            dropped += ledger_store.prune(conn, now)
         if dropped:
             log.info("retention", dropped=dropped)
         models = Models(
@@ -254,8 +302,13 @@ class Daemon:
             report.paused = journal_store.is_paused(conn)
             fresh = load_histories(conn, deployments, self._ids, now, RELOAD_MINUTES / 1440)
             decided = decision_store.decided_on(conn, list(self._ids.values()))
+            spill = self._spill_to_date(conn, origin, inline=refit_inline)
         self.metrics.set_paused(report.paused)
         holdings = self._read_holdings(report)
+        capacity = [
+            ledger_store.CapacityRecord(self._ids[name], origin, held.committed_at(origin),
+                                        held.elastic_at(origin))
+            for name, held in holdings.items() if name in self._ids]
         month_start, month_end = rails.month_bounds(origin)
         committed_spend = sum(
             rails.committed_spend_in(
@@ -278,6 +331,7 @@ class Daemon:
             try:
                 decision = self._decide(deployment, history, held, models, origin, outcome,
                                         decided.get(self._ids[deployment.name]),
+                                        spill.get(self._ids[deployment.name]),
                                         routine_allowed=self._perf_counter() < budget_ends)
             except (ValueError, ProviderError) as exc:
                 outcome.error = f"plan: {exc}"
@@ -287,7 +341,7 @@ class Daemon:
             if decision.outcome.replan:
                 report.replans[decision.outcome.replan] = (
                     report.replans.get(decision.outcome.replan, 0) + 1)
-        self._record(decisions, origin)
+        self._record(decisions, origin, capacity)
         if not report.paused:
             for decision in decisions:
                 committed_spend += self._journal(decision, report, now, committed_spend)
@@ -334,6 +388,7 @@ class Daemon:
         origin: dt.datetime,
         outcome: DeploymentOutcome,
         decided_on: dt.date | None,
+        spill_to_date: SpillToDate | None = None,
         *,
         routine_allowed: bool = True,
     ) -> _Decision:
@@ -371,7 +426,7 @@ class Daemon:
                 history=history, forecast=fc, holdings=holdings, now=origin, mode="live",
                 horizon_minutes=self.config.daemon.plan_horizon_minutes,
                 forecast_run_id=models.run_ids.get(deployment.name), commit_forecast=commit_fc,
-                held=stale)
+                held=stale, spill_to_date=spill_to_date)
             # The plan expects its own purchases to be held from the next tick on.
             bought = sum(c.units for c in result.plan.new_commitments)
             followed = _Followed(FollowedPlan(result.plan, deployment.scale_up_lead_minutes),
@@ -400,12 +455,15 @@ class Daemon:
                          current=current, reason=reason, commitments=new_commitments,
                          decided_day=local_now.date() if decide else None, outcome=outcome)
 
-    def _record(self, decisions: list[_Decision], origin: dt.datetime) -> None:
-        """Store every new plan (and commitment decision) of this tick in one transaction."""
+    def _record(self, decisions: list[_Decision], origin: dt.datetime,
+                capacity: list[ledger_store.CapacityRecord]) -> None:
+        """Store every new plan (and commitment decision) of this tick and the capacity held
+        at its minute (one statement for all deployments) in one transaction."""
         fresh = [d for d in decisions if d.record is not None]
-        if not fresh and not any(d.decided_day for d in decisions):
+        if not fresh and not capacity and not any(d.decided_day for d in decisions):
             return
         with self.engine.begin() as conn:
+            ledger_store.record_capacity(conn, capacity)
             ids = plan_store.insert_plans(conn, [d.record for d in fresh if d.record])
             for decision, plan_id in zip(fresh, ids, strict=True):
                 decision.plan_id = plan_id
@@ -450,6 +508,84 @@ class Daemon:
             report.actions_planned += 1
             decision.outcome.commitments += commitment.units
         return added
+
+    # -- the service-level account -------------------------------------------------------------
+
+    def _spill_to_date(self, conn: sa.Connection, origin: dt.datetime, *,
+                       inline: bool) -> Mapping[int, SpillToDate]:
+        """Spill-to-date of the UTC month per deployment id ({} while the account is cold).
+
+        Every ``ACCOUNT_REFRESH_MINUTES`` the account adds the minutes that have settled
+        since the last refresh (one query for all deployments, a quarter hour of ledger);
+        minutes are never read twice. The first read of a month already under way (a start
+        or a reload mid-month) covers up to a month of ledger, far too slow for a tick at a
+        thousand deployments: it runs in the background and plans go without the account
+        meanwhile, unless ``inline`` (a replay, ``--once``, tests) allows the tick to wait.
+        """
+        period = ledger_store.month_start(origin)
+        settle = max(period, origin - dt.timedelta(minutes=ACCOUNT_SETTLE_MINUTES))
+        account = self._account
+        warmed = self._warmed
+        if warmed is not None and warmed[0] == self._account_generation:
+            self._warmed = None
+            if warmed[1].period == period and (account is None or account.period != period
+                                               or account.settled_until < warmed[1].settled_until):
+                account = warmed[1]
+        if (account is not None and account.refreshed_at is not None
+                and account.period == period and account.settled_until <= settle
+                and origin - account.refreshed_at < dt.timedelta(minutes=ACCOUNT_REFRESH_MINUTES)
+                and origin >= account.refreshed_at):
+            return account.spill_to_date  # fresh enough
+        if account is None or account.period != period or account.settled_until > settle:
+            # A new month starts from nothing; a clock that went back starts over.
+            account = ServiceAccount(period, period, None, {})
+        ids = sorted(self._ids.values())
+        gap = settle - account.settled_until
+        if gap > dt.timedelta(minutes=ACCOUNT_INLINE_MINUTES) and not inline:
+            self._warm_in_background(ids, account, settle)
+            # Behind after a stall: the account so far is still the best estimate.
+            return {} if account.refreshed_at is None else account.spill_to_date
+        if gap > dt.timedelta(0):
+            added = ledger_store.spill_to_date(conn, ids, account.settled_until, settle)
+            levels = dict(account.levels)
+            for ident, level in added.items():
+                levels[ident] = levels[ident].plus(level) if ident in levels else level
+            account = ServiceAccount(period, settle, origin, levels)
+        else:
+            account = ServiceAccount(period, account.settled_until, origin, account.levels)
+        self._account = account
+        return account.spill_to_date
+
+    def _warm_in_background(self, ids: list[int], base: ServiceAccount,
+                            until: dt.datetime) -> None:
+        """Add ``[base.settled_until, until)`` to ``base`` in a thread; the tick installs it."""
+        running = self._warming
+        if running is not None and running.is_alive():
+            return
+        generation = self._account_generation
+
+        def read() -> None:
+            try:
+                with self.engine.connect() as conn:
+                    added = ledger_store.spill_to_date(conn, ids, base.settled_until, until)
+            except Exception:  # the next tick that finds the account behind tries again
+                log.exception("service_level_read_failed")
+                return
+            levels = dict(base.levels)
+            for ident, level in added.items():
+                levels[ident] = levels[ident].plus(level) if ident in levels else level
+            self._warmed = (generation, ServiceAccount(base.period, until, None, levels))
+            log.info("service_level_read", deployments=len(ids),
+                     since=base.settled_until.isoformat(), until=until.isoformat())
+
+        self._warming = threading.Thread(target=read, name="capsched-service-level",
+                                         daemon=True)
+        self._warming.start()
+
+    def _reset_account(self) -> None:
+        self._account_generation += 1
+        self._account = None
+        self._warmed = None
 
     def _stale(self, history: History, origin: dt.datetime) -> bool:
         seen = np.flatnonzero(~np.isnan(history.demand))

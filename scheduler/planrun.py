@@ -69,8 +69,13 @@ def make_plan(
     forecast_run_id: int | None,
     commit_forecast: forecasting.Forecast | None,
     held: bool = False,
+    spill_to_date: planner.SpillToDate | None = None,
 ) -> PlanOutcome:
-    """Plan one deployment; commitments are decided only when ``commit_forecast`` is given."""
+    """Plan one deployment; commitments are decided only when ``commit_forecast`` is given.
+
+    ``spill_to_date`` is the service level realised so far this period (the UTC month):
+    when it spilled above ``max_spill_fraction``, the plan tightens to pay the excess back.
+    """
     deployment = history.deployment
     recent = history.demand[-PREDICT_RECENT_MINUTES:]
     past = history.demand[-SEASONAL_HISTORY_MINUTES:]
@@ -81,7 +86,7 @@ def make_plan(
         fc, planner_holdings(holdings), deployment, now, settings=settings,
         commit_forecast=(None if commit_forecast is None
                          else planning_forecast(commit_forecast, now, recent, past)),
-        spill_price=price,
+        spill_to_date=spill_to_date, spill_price=price,
     )
     expected = result.expected_demand
     unit_minute_payg = price if price is not None else planner.default_spill_price(deployment)

@@ -29,6 +29,7 @@ TABLE_MODULES = (
     "scheduler.store.journal",
     "scheduler.store.simulated",
     "scheduler.store.decisions",
+    "scheduler.store.ledger",
 )
 
 
