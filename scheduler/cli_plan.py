@@ -11,7 +11,7 @@ import structlog
 
 from scheduler import cli
 from scheduler.config import ConfigError
-from scheduler.pipeline import load_histories, minute_floor, refit
+from scheduler.pipeline import headroom_by_deployment, load_histories, minute_floor, refit
 from scheduler.planning.planner import SpillToDate
 from scheduler.planrun import COMMIT_FORECAST_MINUTES, make_plan
 from scheduler.providers.errors import ProviderError
@@ -77,6 +77,8 @@ def cmd_plan(ctx: cli.Context) -> int:
                                                 ledger_store.month_start(until), until)
         fits = refit(list(histories.values()), now, horizon,
                      zero_gap_minutes=ctx.config.ingest.zero_gap_minutes)
+        headroom = headroom_by_deployment(list(histories.values()),
+                                          zero_gap_minutes=ctx.config.ingest.zero_gap_minutes)
         with provider_set(ctx.config, engine) as providers:
             for deployment in deployments:
                 try:
@@ -95,6 +97,7 @@ def cmd_plan(ctx: cli.Context) -> int:
                         spill_to_date=SpillToDate(
                             levels[history.deployment_id].demand_unit_minutes,
                             levels[history.deployment_id].spill_unit_minutes),
+                        headroom=headroom.get(history.deployment.name),
                         commit_forecast=fit.model.predict(
                             history.demand, origin=fit.record.as_of,
                             horizon=COMMIT_FORECAST_MINUTES))

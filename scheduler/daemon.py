@@ -40,12 +40,14 @@ from scheduler.metrics import Metrics
 from scheduler.pipeline import (
     History,
     HistoryBuffer,
+    headroom_by_deployment,
     load_histories,
     minute_floor,
     refit,
 )
 from scheduler.planning.economics import Commitment
 from scheduler.planning.follow import ROUTINE, FollowedPlan, FollowSettings
+from scheduler.planning.headroom import HeadroomCurve
 from scheduler.planning.planner import SpillToDate
 from scheduler.planrun import COMMIT_FORECAST_MINUTES, make_plan
 from scheduler.providers.base import Holdings, Provider
@@ -166,6 +168,8 @@ class Models:
     fitted_at: dt.datetime
     by_name: Mapping[str, forecasting.FittedModel]
     run_ids: Mapping[str, int]
+    #: Elastic headroom calibrated on each deployment's last week (None: per-minute rule).
+    headroom: Mapping[str, HeadroomCurve | None] = field(default_factory=dict)
 
 
 class Daemon:
@@ -244,6 +248,8 @@ class Daemon:
             fitted_at=now,
             by_name={name: f.model for name, f in fits.items()},
             run_ids=dict(zip(fits, run_ids, strict=True)),
+            headroom=headroom_by_deployment(
+                list(histories.values()), zero_gap_minutes=self.config.ingest.zero_gap_minutes),
         )
         buffers = {name: HistoryBuffer(history) for name, history in histories.items()}
         # Two assignments, buffers first: a tick that sees the new models finds their
@@ -426,7 +432,8 @@ class Daemon:
                 history=history, forecast=fc, holdings=holdings, now=origin, mode="live",
                 horizon_minutes=self.config.daemon.plan_horizon_minutes,
                 forecast_run_id=models.run_ids.get(deployment.name), commit_forecast=commit_fc,
-                held=stale, spill_to_date=spill_to_date)
+                held=stale, spill_to_date=spill_to_date,
+                headroom=models.headroom.get(deployment.name))
             # The plan expects its own purchases to be held from the next tick on.
             bought = sum(c.units for c in result.plan.new_commitments)
             followed = _Followed(FollowedPlan(result.plan, deployment.scale_up_lead_minutes),

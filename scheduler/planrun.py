@@ -14,6 +14,7 @@ import forecasting
 from scheduler.config import Deployment
 from scheduler.pipeline import History
 from scheduler.planning import economics, planner
+from scheduler.planning.headroom import HeadroomCurve
 from scheduler.planning.inputs import SEASONAL_HISTORY_MINUTES, planning_forecast
 from scheduler.providers import base as provider_base
 from scheduler.store.plans import IntervalRecord, PlanRecord
@@ -70,11 +71,13 @@ def make_plan(
     commit_forecast: forecasting.Forecast | None,
     held: bool = False,
     spill_to_date: planner.SpillToDate | None = None,
+    headroom: HeadroomCurve | None = None,
 ) -> PlanOutcome:
     """Plan one deployment; commitments are decided only when ``commit_forecast`` is given.
 
     ``spill_to_date`` is the service level realised so far this period (the UTC month):
     when it spilled above ``max_spill_fraction``, the plan tightens to pay the excess back.
+    ``headroom`` is the deployment's calibrated curve (``pipeline.headroom_by_deployment``).
     """
     deployment = history.deployment
     recent = history.demand[-PREDICT_RECENT_MINUTES:]
@@ -86,7 +89,7 @@ def make_plan(
         fc, planner_holdings(holdings), deployment, now, settings=settings,
         commit_forecast=(None if commit_forecast is None
                          else planning_forecast(commit_forecast, now, recent, past)),
-        spill_to_date=spill_to_date, spill_price=price,
+        spill_to_date=spill_to_date, spill_price=price, headroom=headroom,
     )
     expected = result.expected_demand
     unit_minute_payg = price if price is not None else planner.default_spill_price(deployment)

@@ -224,3 +224,42 @@ def test_refit_applies_the_retention_setting(
         daemon.close()
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM usage_hour")).scalar() == 0
+
+
+def test_plans_use_the_headroom_calibrated_at_refit(engine: sa.Engine, tmp_path: Path) -> None:
+    """With a pay-as-you-go bound, each refit replays the last week and plans hold
+    median x (1 + h) (with the fixture's zero bound there is no curve)."""
+    from tests.daemon_support import CONFIG
+
+    cfg_path = tmp_path / "payg.toml"
+    cfg_path.write_text(CONFIG.replace("max_spill_fraction = 0.0", "max_spill_fraction = 0.01"))
+    from scheduler.config import load_config
+
+    cfg = load_config(cfg_path)
+    providers = ProviderSet(cfg, engine)
+    daemon = Daemon(cfg, engine, providers, instance_id="test-headroom")
+    clock = Clock()
+    set_provider_clocks(providers, cfg, clock)
+    try:
+        ingest_until(engine, tmp_path, DAY + dt.timedelta(hours=1))
+        clock.now = DAY
+        models = daemon.refit(DAY)
+        curve = models.headroom["bot"]
+        assert curve is not None
+        # Replayed over the last 7 days, "last minute seen x (1 + h)" misses the daily
+        # 1 -> 3 step at 08:00 until a unit requested at 08:01 serves (08:00-08:05:
+        # 2 units x 6 minutes a day, of 3 x 600 + 1 x 840 unit-minutes), plus the replay's
+        # own start (1 unit for 5 minutes; its first minute is not scored). Even 100 %
+        # headroom (2 units) halves it only: no headroom is needed for 0.9 %, none
+        # of the grid suffices for 0.1 %.
+        assert curve.spill_fractions[0] == pytest.approx((7 * 12 + 5) / (7 * 2640 - 1))
+        assert curve.spill_fractions[-1] == pytest.approx((7 * 6 + 5) / (7 * 2640 - 1))
+        assert curve.headroom_for(0.009) == 0.0
+        assert curve.headroom_for(0.001) is None
+        daemon.tick(DAY)
+        with engine.connect() as conn:
+            reasons = conn.execute(sa.text(
+                "SELECT reasons FROM plan ORDER BY id DESC LIMIT 1")).scalar_one()
+        assert any(r["rule"] == "calibrated_headroom" for r in reasons)
+    finally:
+        daemon.close()
