@@ -223,3 +223,26 @@ def test_headroom_is_calibrated_per_deployment_in_groups() -> None:
     calm_h = curves["calm"].headroom_for(0.009)  # type: ignore[union-attr]
     other_h = curves["other-lead"].headroom_for(0.009)  # type: ignore[union-attr]
     assert calm_h is not None and other_h is not None and other_h <= calm_h
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    base=st.lists(st.floats(0.0, 60.0), min_size=30, max_size=30),
+    lift=st.lists(st.floats(0.0, 20.0), min_size=30, max_size=30),
+    overrun=st.floats(0.0, 0.05),
+)
+def test_more_forecast_demand_never_gives_less_capacity_with_a_curve(
+    base: list[float], lift: list[float], overrun: float
+) -> None:
+    now = dt.datetime(2026, 3, 9, tzinfo=dt.UTC)
+    dep = _deployment()
+    curve = HeadroomCurve((0.0, 0.1, 0.2, 0.4), (0.03, 0.012, 0.006, 0.002))
+    low = np.asarray(base)
+    high = low + np.asarray(lift)
+    spill = SpillToDate(demand_unit_minutes=10_000.0, spill_unit_minutes=10_000.0 * overrun)
+    s = PlannerSettings(horizon_minutes=30)
+    plans = [plan(DemandForecast(now, (0.5, 0.9, 0.975), np.vstack([m, m * 1.3, m * 1.6])),
+                  Holdings(), dep, now, settings=s, headroom=curve, spill_to_date=spill)
+             for m in (low, high)]
+    assert np.all(plans[1].required_units >= plans[0].required_units)
+    assert np.all(plans[1].capacity_target >= plans[0].capacity_target)
