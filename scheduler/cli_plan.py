@@ -19,7 +19,7 @@ from scheduler.providers_runtime import provider_set
 from scheduler.store import deployments as deployment_store
 from scheduler.store import forecasts as forecast_store
 from scheduler.store import ledger as ledger_store
-from scheduler.store import locks
+from scheduler.store import locks, partitions
 from scheduler.store import plans as plan_store
 from scheduler.usagefile import read_usage_file
 
@@ -74,7 +74,7 @@ def cmd_plan(ctx: cli.Context) -> int:
             # The service level realised this UTC month so far, as the daemon plans with.
             until = minute_floor(now)
             levels = ledger_store.spill_to_date(conn, list(ids.values()),
-                                                ledger_store.month_start(until), until)
+                                                partitions.month_start(until), until)
         fits = refit(list(histories.values()), now, horizon,
                      zero_gap_minutes=ctx.config.ingest.zero_gap_minutes)
         headroom = headroom_by_deployment(list(histories.values()),

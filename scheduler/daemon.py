@@ -58,6 +58,7 @@ from scheduler.store import deployments as deployment_store
 from scheduler.store import forecasts as forecast_store
 from scheduler.store import journal as journal_store
 from scheduler.store import ledger as ledger_store
+from scheduler.store import partitions
 from scheduler.store import plans as plan_store
 from scheduler.store import usage as usage_store
 from scheduler.store.locks import LeaderLock
@@ -529,7 +530,7 @@ class Daemon:
         thousand deployments: it runs in the background and plans go without the account
         meanwhile, unless ``inline`` (a replay, ``--once``, tests) allows the tick to wait.
         """
-        period = ledger_store.month_start(origin)
+        period = partitions.month_start(origin)
         settle = max(period, origin - dt.timedelta(minutes=ACCOUNT_SETTLE_MINUTES))
         account = self._account
         warmed = self._warmed

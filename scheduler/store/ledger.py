@@ -21,12 +21,18 @@ daemon observed, and the service level realised over a period from it.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
 from scheduler.store.metadata import metadata
+from scheduler.store.partitions import (
+    drop_monthly_partitions_before,
+    ensure_monthly_partitions,
+    month_start,
+    previous_month,
+)
 
 PARTITION_PREFIX = "capacity_minute_p"
 #: Calendar months :func:`prune` keeps: the current one and the one before.
@@ -84,42 +90,12 @@ class ServiceLevel:
         )
 
 
-def month_start(at: dt.datetime) -> dt.datetime:
-    """The start of ``at``'s UTC calendar month."""
-    at = at.astimezone(dt.UTC)
-    return dt.datetime(at.year, at.month, 1, tzinfo=dt.UTC)
-
-
-def _next_month(start: dt.datetime) -> dt.datetime:
-    return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
-
-
-def _previous_month(start: dt.datetime) -> dt.datetime:
-    return start.replace(year=start.year - (start.month == 1), month=(start.month - 2) % 12 + 1)
-
-
 def _require_minute(at: dt.datetime) -> dt.datetime:
     if at.tzinfo is None:
         raise ValueError(f"ledger minutes must be timezone-aware, got {at!r}")
     if at.second or at.microsecond:
         raise ValueError(f"ledger minutes must be whole minutes, got {at.isoformat()}")
     return at.astimezone(dt.UTC)
-
-
-def ensure_partitions(conn: sa.Connection, months: Iterable[dt.datetime]) -> None:
-    """Create the monthly partitions starting at ``months`` that do not exist yet."""
-    wanted = sorted(set(months))
-    if not wanted:
-        return
-    conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('capsched.ledger.partitions'))"))
-    for start in wanted:
-        conn.execute(
-            sa.text(
-                f"CREATE TABLE IF NOT EXISTS {PARTITION_PREFIX}{start:%Y%m} "
-                "PARTITION OF capacity_minute "
-                f"FOR VALUES FROM ('{start.isoformat()}') TO ('{_next_month(start).isoformat()}')"
-            )
-        )
 
 
 def record_capacity(conn: sa.Connection, rows: Sequence[CapacityRecord]) -> int:
@@ -132,7 +108,8 @@ def record_capacity(conn: sa.Connection, rows: Sequence[CapacityRecord]) -> int:
         latest[(row.deployment_id, _require_minute(row.minute))] = row
     if not latest:
         return 0
-    ensure_partitions(conn, {month_start(minute) for _, minute in latest})
+    ensure_monthly_partitions(conn, "capacity_minute", PARTITION_PREFIX,
+                              {month_start(minute) for _, minute in latest})
     conn.execute(
         sa.text(
             "INSERT INTO capacity_minute AS c "
@@ -200,36 +177,15 @@ def spill_to_date(
     return out
 
 
-def drop_partitions_before(conn: sa.Connection, cutoff: dt.datetime) -> list[str]:
-    """Drop every monthly partition that ends at or before ``cutoff``."""
-    names = (
-        conn.execute(
-            sa.text(
-                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'capacity_minute' "
-                "ORDER BY 1"
-            )
-        )
-        .scalars()
-        .all()
-    )
-    dropped = []
-    for name in names:
-        start = dt.datetime.strptime(name[len(PARTITION_PREFIX) :], "%Y%m").replace(tzinfo=dt.UTC)
-        if _next_month(start) <= cutoff:
-            conn.execute(sa.text(f"DROP TABLE {name}"))
-            dropped.append(name)
-    return dropped
-
-
 def retention_cutoff(now: dt.datetime) -> dt.datetime:
     """Ledger rows before this are expired: keep the current and the previous UTC month."""
     start = month_start(now)
     for _ in range(KEEP_MONTHS - 1):
-        start = _previous_month(start)
+        start = previous_month(start)
     return start
 
 
 def prune(conn: sa.Connection, now: dt.datetime) -> list[str]:
     """Retention: drop the ledger's months before the previous UTC month."""
-    return drop_partitions_before(conn, retention_cutoff(now))
+    return drop_monthly_partitions_before(conn, "capacity_minute", PARTITION_PREFIX,
+                                          retention_cutoff(now))

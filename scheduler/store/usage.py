@@ -35,6 +35,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from scheduler.store.metadata import metadata
+from scheduler.store.partitions import (
+    drop_monthly_partitions_before,
+    ensure_monthly_partitions,
+    next_month,
+)
 
 MINUTES_PER_ROW = 60
 MISSING = -1
@@ -231,26 +236,12 @@ def _month_start(day: np.datetime64) -> dt.datetime:
     return dt.datetime(month.year, month.month, 1, tzinfo=dt.UTC)
 
 
-def _next_month(start: dt.datetime) -> dt.datetime:
-    return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
-
-
 def ensure_partitions(conn: sa.Connection, first: np.datetime64, last: np.datetime64) -> None:
     """Create the monthly partitions covering [first, last] that do not exist yet."""
-    # Serialise partition creation: two ingests racing to create one month would collide.
-    conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('capsched.usage.partitions'))"))
-    start = _month_start(first)
-    stop = _next_month(_month_start(last))
-    while start < stop:
-        end = _next_month(start)
-        conn.execute(
-            sa.text(
-                f"CREATE TABLE IF NOT EXISTS {PARTITION_PREFIX}{start:%Y%m} "
-                "PARTITION OF usage_hour "
-                f"FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
-            )
-        )
-        start = end
+    months = [_month_start(first)]
+    while months[-1] < _month_start(last):
+        months.append(next_month(months[-1]))
+    ensure_monthly_partitions(conn, "usage_hour", PARTITION_PREFIX, months)
 
 
 PARTITION_PREFIX = "usage_hour_p"
@@ -326,23 +317,7 @@ def write_usage(
 
 def drop_partitions_before(conn: sa.Connection, cutoff: dt.datetime) -> list[str]:
     """Retention: drop every monthly partition that ends at or before ``cutoff``."""
-    names = (
-        conn.execute(
-            sa.text(
-                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'usage_hour' ORDER BY 1"
-            )
-        )
-        .scalars()
-        .all()
-    )
-    dropped = []
-    for name in names:
-        start = dt.datetime.strptime(name[len(PARTITION_PREFIX) :], "%Y%m").replace(tzinfo=dt.UTC)
-        if _next_month(start) <= cutoff:
-            conn.execute(sa.text(f"DROP TABLE {name}"))
-            dropped.append(name)
-    return dropped
+    return drop_monthly_partitions_before(conn, "usage_hour", PARTITION_PREFIX, cutoff)
 
 
 def usage_status(conn: sa.Connection) -> list[DeploymentUsageStatus]:

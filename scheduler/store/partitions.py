@@ -1,0 +1,65 @@
+"""Monthly range partitions, shared by the usage table and the capacity ledger.
+
+A partitioned table ``parent`` has one child ``{prefix}YYYYMM`` per UTC calendar month,
+created on demand (serialised by an advisory lock, so two writers racing to create one
+month do not collide) and dropped whole by retention.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+
+
+def month_start(at: dt.datetime) -> dt.datetime:
+    """The start of ``at``'s UTC calendar month."""
+    at = at.astimezone(dt.UTC)
+    return dt.datetime(at.year, at.month, 1, tzinfo=dt.UTC)
+
+
+def next_month(start: dt.datetime) -> dt.datetime:
+    return start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+
+
+def previous_month(start: dt.datetime) -> dt.datetime:
+    return start.replace(year=start.year - (start.month == 1), month=(start.month - 2) % 12 + 1)
+
+
+def ensure_monthly_partitions(
+    conn: sa.Connection, parent: str, prefix: str, months: Iterable[dt.datetime]
+) -> None:
+    """Create the partitions of ``parent`` for the months starting at ``months``."""
+    wanted = sorted(set(months))
+    if not wanted:
+        return
+    conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+                 {"key": f"capsched.{parent}.partitions"})
+    for start in wanted:
+        conn.execute(
+            sa.text(
+                f"CREATE TABLE IF NOT EXISTS {prefix}{start:%Y%m} PARTITION OF {parent} "
+                f"FOR VALUES FROM ('{start.isoformat()}') TO ('{next_month(start).isoformat()}')"
+            )
+        )
+
+
+def drop_monthly_partitions_before(
+    conn: sa.Connection, parent: str, prefix: str, cutoff: dt.datetime
+) -> list[str]:
+    """Drop every partition of ``parent`` that ends at or before ``cutoff``; their names."""
+    names = conn.execute(
+        sa.text(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = :parent ORDER BY 1"
+        ),
+        {"parent": parent},
+    ).scalars().all()
+    dropped = []
+    for name in names:
+        start = dt.datetime.strptime(name[len(prefix):], "%Y%m").replace(tzinfo=dt.UTC)
+        if next_month(start) <= cutoff:
+            conn.execute(sa.text(f"DROP TABLE {name}"))
+            dropped.append(name)
+    return dropped
