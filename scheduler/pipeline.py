@@ -16,7 +16,12 @@ import sqlalchemy as sa
 
 import forecasting
 from scheduler.config import Deployment
-from scheduler.planning.headroom import DEFAULT_DAYS, HeadroomCurve, headroom_curves
+from scheduler.planning.headroom import (
+    DEFAULT_DAYS,
+    HeadroomCurve,
+    applies_to,
+    headroom_curves,
+)
 from scheduler.store import usage as usage_store
 from scheduler.store.forecasts import ForecastRecord
 
@@ -172,7 +177,7 @@ def headroom_by_deployment(
     groups: dict[tuple[int, int], list[History]] = {}
     for h in histories:
         dep = h.deployment
-        if dep.spill == "payg" and dep.max_spill_fraction > 0 and h.demand.size:
+        if applies_to(dep) and h.demand.size:
             key = (dep.scale_up_lead_minutes, dep.min_hold_minutes)
             groups.setdefault(key, []).append(h)
     for (lead, hold), members in groups.items():

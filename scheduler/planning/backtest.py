@@ -38,7 +38,7 @@ from scheduler.planning.economics import (
     schedule_cost,
 )
 from scheduler.planning.follow import FollowedPlan, FollowSettings
-from scheduler.planning.headroom import HeadroomCurve, headroom_curves
+from scheduler.planning.headroom import HeadroomCurve, applies_to, headroom_curves
 from scheduler.planning.hindsight import hindsight_optimum
 from scheduler.planning.inputs import ForecastLike, planning_forecast
 from scheduler.planning.planner import (
@@ -300,8 +300,8 @@ def run_backtest(
 
 def _headroom_curve(observed: FloatArray, dep: Deployment,
                     cfg: BacktestSettings) -> HeadroomCurve | None:
-    if cfg.headroom_days <= 0 or dep.spill != "payg" or dep.max_spill_fraction <= 0:
-        return None  # no headroom meets a zero bound: the per-minute rule decides
+    if cfg.headroom_days <= 0 or not applies_to(dep):
+        return None
     days = observed[-int(cfg.headroom_days * 1440):]
     return headroom_curves(days, lead=dep.scale_up_lead_minutes,
                            hold=dep.min_hold_minutes)[0]

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from scheduler.config import Deployment
+
 FloatArray = npt.NDArray[np.float64]
 
 #: Candidate headrooms: 0 to 100 % in steps of 2.5 %.
@@ -87,6 +89,13 @@ def replayed_spill_fraction(
     frac = np.zeros((m, k))
     np.divide(spill, np.broadcast_to(total, (m, k)), out=frac, where=total > 0)
     return frac
+
+
+def applies_to(deployment: Deployment) -> bool:
+    """Whether the calibrated rule plans this deployment: spill is paid for (throttled
+    requests are lost, so they stay with the per-minute rule) and the bound is not zero
+    (no headroom of the grid can promise zero spill)."""
+    return deployment.spill == "payg" and deployment.max_spill_fraction > 0
 
 
 @dataclass(frozen=True)

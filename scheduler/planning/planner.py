@@ -45,7 +45,7 @@ from scheduler.planning.economics import (
     committed_unit_minute_rate,
     unit_minute_rate,
 )
-from scheduler.planning.headroom import HeadroomCurve
+from scheduler.planning.headroom import HeadroomCurve, applies_to
 
 MINUTE = dt.timedelta(minutes=1)
 #: Elastic changes listed per plan (now and the next ones).
@@ -443,7 +443,7 @@ def plan(
         held_elastic = sum(b.units for b in holdings.elastic)
         # A committed unit stands in for the elastic unit the plan would otherwise hold
         # at its layer, and the calibrated rule holds median x (1 + h).
-        h_commit = (None if headroom is None or dep.spill != "payg" else
+        h_commit = (None if headroom is None or not applies_to(dep) else
                     headroom.headroom_for(dep.max_spill_fraction * s.payg_safety))
         new_commitments = _decide_commitments(
             commit_forecast, holdings.commitments, dep, now, s, reasons, held_elastic,
@@ -464,7 +464,7 @@ def plan(
             # The calibrated rule aims lower in proportion to the overrun so far.
             aim = aim * budget / spill_to_date.spill_unit_minutes
     allowed = target * mean
-    h = (None if headroom is None or dep.spill != "payg" else headroom.headroom_for(aim))
+    h = None if headroom is None or not applies_to(dep) else headroom.headroom_for(aim)
     if h is not None:
         x_service = quantile_at(levels, values, 0.5) * (1.0 + h)
         reasons.append(Reason(now, "elastic", "calibrated_headroom", 0.5,
