@@ -68,6 +68,10 @@ log = structlog.get_logger()
 
 #: Usage each tick re-reads; older minutes come from the history kept since the refit.
 RELOAD_MINUTES = 120
+#: The elastic headroom is recalibrated on refits at most this often: it replays a week,
+#: which an hour more barely moves, and costs seconds at a thousand deployments (the
+#: backtest also recalibrates daily).
+HEADROOM_RECALIBRATE = dt.timedelta(days=1)
 #: The service-level account (spill-to-date of the UTC month) is brought up to date this
 #: often (daemon clock); plans in between use the cached account.
 ACCOUNT_REFRESH_MINUTES = 15
@@ -155,6 +159,14 @@ class ServiceAccount:
     refreshed_at: dt.datetime | None
     levels: Mapping[int, ledger_store.ServiceLevel]
 
+    def plus(self, added: Mapping[int, ledger_store.ServiceLevel]
+             ) -> dict[int, ledger_store.ServiceLevel]:
+        """The levels with a later, disjoint stretch ``added`` to them."""
+        levels = dict(self.levels)
+        for ident, level in added.items():
+            levels[ident] = levels[ident].plus(level) if ident in levels else level
+        return levels
+
     @functools.cached_property
     def spill_to_date(self) -> Mapping[int, SpillToDate]:
         """The planner's view, per deployment id (built once per account)."""
@@ -171,6 +183,7 @@ class Models:
     run_ids: Mapping[str, int]
     #: Elastic headroom calibrated on each deployment's last week (None: per-minute rule).
     headroom: Mapping[str, HeadroomCurve | None] = field(default_factory=dict)
+    headroom_at: dt.datetime | None = None
 
 
 class Daemon:
@@ -245,12 +258,20 @@ class Daemon:
             dropped += ledger_store.prune(conn, now)
         if dropped:
             log.info("retention", dropped=dropped)
+        previous = self._models
+        if (previous is not None and previous.headroom_at is not None
+                and dt.timedelta(0) <= now - previous.headroom_at < HEADROOM_RECALIBRATE):
+            headroom, headroom_at = previous.headroom, previous.headroom_at
+        else:
+            headroom = headroom_by_deployment(
+                list(histories.values()), zero_gap_minutes=self.config.ingest.zero_gap_minutes)
+            headroom_at = now
         models = Models(
             fitted_at=now,
             by_name={name: f.model for name, f in fits.items()},
             run_ids=dict(zip(fits, run_ids, strict=True)),
-            headroom=headroom_by_deployment(
-                list(histories.values()), zero_gap_minutes=self.config.ingest.zero_gap_minutes),
+            headroom=headroom,
+            headroom_at=headroom_at,
         )
         buffers = {name: HistoryBuffer(history) for name, history in histories.items()}
         # Two assignments, buffers first: a tick that sees the new models finds their
@@ -555,10 +576,7 @@ class Daemon:
             return {} if account.refreshed_at is None else account.spill_to_date
         if gap > dt.timedelta(0):
             added = ledger_store.spill_to_date(conn, ids, account.settled_until, settle)
-            levels = dict(account.levels)
-            for ident, level in added.items():
-                levels[ident] = levels[ident].plus(level) if ident in levels else level
-            account = ServiceAccount(period, settle, origin, levels)
+            account = ServiceAccount(period, settle, origin, account.plus(added))
         else:
             account = ServiceAccount(period, account.settled_until, origin, account.levels)
         self._account = account
@@ -579,10 +597,8 @@ class Daemon:
             except Exception:  # the next tick that finds the account behind tries again
                 log.exception("service_level_read_failed")
                 return
-            levels = dict(base.levels)
-            for ident, level in added.items():
-                levels[ident] = levels[ident].plus(level) if ident in levels else level
-            self._warmed = (generation, ServiceAccount(base.period, until, None, levels))
+            self._warmed = (generation,
+                            ServiceAccount(base.period, until, None, base.plus(added)))
             log.info("service_level_read", deployments=len(ids),
                      since=base.settled_until.isoformat(), until=until.isoformat())
 

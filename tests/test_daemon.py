@@ -261,5 +261,11 @@ def test_plans_use_the_headroom_calibrated_at_refit(engine: sa.Engine, tmp_path:
             reasons = conn.execute(sa.text(
                 "SELECT reasons FROM plan ORDER BY id DESC LIMIT 1")).scalar_one()
         assert any(r["rule"] == "calibrated_headroom" for r in reasons)
+        # Hourly refits keep the day's calibration; the first refit a day later replays again.
+        later = daemon.refit(DAY + dt.timedelta(hours=1))
+        assert later.headroom is models.headroom and later.headroom_at == DAY
+        next_day = daemon.refit(DAY + dt.timedelta(days=1))
+        assert next_day.headroom is not models.headroom
+        assert next_day.headroom_at == DAY + dt.timedelta(days=1)
     finally:
         daemon.close()
