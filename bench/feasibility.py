@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 from forecasting._gaps import mask_suspected_gaps  # noqa: E402
 from scheduler.config import load_config  # noqa: E402
 from scheduler.planning.economics import Commitment, demand_units, schedule_cost  # noqa: E402
+from scheduler.planning.headroom import carry_forward  # noqa: E402
 from scheduler.planning.hindsight import hindsight_optimum  # noqa: E402
 from scheduler.usagefile import read_usage_file  # noqa: E402
 
@@ -89,13 +90,6 @@ def price(inp: FloatArray, out: FloatArray, elastic: FloatArray, committed: int,
     c = schedule_cost(start=start, input_tokens=inp, output_tokens=out, elastic_units=elastic,
                       commitments=commitments, deployment=dep)
     return c.total, c.spill_unit_minutes / max(c.demand_unit_minutes, 1e-12)
-
-
-def carried(x: FloatArray) -> FloatArray:
-    """NaN replaced by the last observed value (what an online policy knows)."""
-    idx = np.where(np.isfinite(x), np.arange(x.size), 0)
-    np.maximum.accumulate(idx, out=idx)
-    return np.where(np.isfinite(x[idx]), x[idx], 0.0)
 
 
 def trailing_max(x: FloatArray, w: int) -> FloatArray:
@@ -154,7 +148,7 @@ def report(name: str, config: Any, start: dt.datetime, start_text: str) -> None:
     out = usage.output_tokens.astype(np.float64)
     demand = demand_units(inp, out, dep)
     masked = mask_suspected_gaps(demand, min_run=10)
-    seen = carried(masked)
+    seen = carry_forward(masked[None, :])[0]
     w_inp, w_out = inp[first:], out[first:]
     lead, hold = dep.scale_up_lead_minutes, dep.min_hold_minutes
     bound = dep.max_spill_fraction

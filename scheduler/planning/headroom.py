@@ -49,7 +49,7 @@ def replayed_spill_fraction(
     h = np.asarray(headrooms, dtype=np.float64)
     h = np.broadcast_to(h if h.ndim == 2 else h[None, :], (m, h.shape[-1]))
     k = h.shape[1]
-    seen = _carried(d)
+    seen = carry_forward(d)
     factor = 1.0 + h
     lead = max(0, int(lead))
     hold = max(1, int(hold))
@@ -132,7 +132,7 @@ def headroom_curves(
             for row, ok in zip(frac, enough, strict=True)]
 
 
-def _carried(x: FloatArray) -> FloatArray:
+def carry_forward(x: FloatArray) -> FloatArray:
     """NaN replaced by the last observed value of its row (0 before the first)."""
     t = x.shape[1]
     ok = np.isfinite(x)
