@@ -12,7 +12,8 @@ START = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)  # a Monday
 PEAK = (3750, 1250)  # 3,750 + 3 x 1,250 = 7,500 weighted tokens = 3 units of 2,500
 OFF_PEAK = (1249, 417)  # 2,500 weighted tokens = 1 unit
 
-CONFIG = """
+#: The daemon and provider sections every daemon test shares.
+DAEMON_SECTIONS = """
 [daemon]
 staleness_minutes = 10
 plan_horizon_minutes = 180
@@ -23,7 +24,9 @@ commit_decision_time = "02:00"
 [providers.simulated]
 lead_time_minutes = 5
 min_hold_minutes = 60
+"""
 
+CONFIG = DAEMON_SECTIONS + """
 [[deployment]]
 name = "bot"
 provider = "simulated"

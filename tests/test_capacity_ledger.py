@@ -26,7 +26,7 @@ from scheduler.store import deployments as deployment_store
 from scheduler.store import ledger
 from scheduler.store import usage as usage_store
 from scheduler.usagefile import write_usage_csv
-from tests.daemon_support import OFF_PEAK, PEAK, START
+from tests.daemon_support import DAEMON_SECTIONS, OFF_PEAK, PEAK, START
 
 UTC = dt.UTC
 T0 = dt.datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
@@ -237,18 +237,7 @@ def test_migration_0006_downgrades_and_upgrades(empty_db_url: str) -> None:
 DAY = START + dt.timedelta(days=14)  # Monday 2026-03-16
 NOON = DAY.replace(hour=12)
 
-DAEMON_CONFIG = """
-[daemon]
-staleness_minutes = 10
-plan_horizon_minutes = 180
-history_days = 14
-refit_minutes = 60
-commit_decision_time = "02:00"
-
-[providers.simulated]
-lead_time_minutes = 5
-min_hold_minutes = 60
-"""
+DAEMON_CONFIG = DAEMON_SECTIONS
 
 
 def deployment_toml(name: str) -> str:
