@@ -275,7 +275,7 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
 
     def log_message(self, format: str, *args: Any) -> None:
-        """Silenced: one structlog line per request is written by :meth:`_finish`."""
+        """Silenced: one structlog line per request is written by :meth:`_log_request`."""
 
     # -- dispatch ---------------------------------------------------------------------------
 
@@ -309,8 +309,7 @@ class _Handler(BaseHTTPRequestHandler):
         except _Reject as reject:
             # The client may send the body anyway; closing is simpler than draining it.
             self.close_connection = True
-            self._respond(reject.status, {"error": reject.message}, reject.headers)
-            self._finish(reject.status, reject.message)
+            self._respond(reject.status, {"error": reject.message}, reject.headers, reject.message)
             return False
         return super().handle_expect_100()
 
@@ -322,7 +321,6 @@ class _Handler(BaseHTTPRequestHandler):
                 if method != "GET":
                     raise _Reject(HTTPStatus.METHOD_NOT_ALLOWED, "use GET", Allow="GET")
                 self._respond(HTTPStatus.OK, {"status": "ok"})
-                self._finish(HTTPStatus.OK)
                 return
             if path == "/v1/usage":
                 if method != "POST":
@@ -332,13 +330,16 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Reject(HTTPStatus.NOT_FOUND, f"no such path: {path}")
         except _Reject as reject:
             self._discard_body()
-            self._respond(reject.status, {"error": reject.message}, reject.headers)
-            self._finish(reject.status, reject.message)
+            self._respond(reject.status, {"error": reject.message}, reject.headers, reject.message)
         except Exception as exc:
             # Never a traceback to the client; the log has it.
             self.close_connection = True
-            self._respond(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": "internal error"})
-            self._finish(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(exc).__name__}: {exc}", exc)
+            self._respond(
+                HTTPStatus.INTERNAL_SERVER_ERROR,
+                {"error": "internal error"},
+                error=f"{type(exc).__name__}: {exc}",
+                exc=exc,
+            )
 
     # -- POST /v1/usage ---------------------------------------------------------------------
 
@@ -389,7 +390,6 @@ class _Handler(BaseHTTPRequestHandler):
         answer["deployments"] = list(result.deployments)
         self._fields.update(rows=result.rows, batch_id=result.batch_id)
         self._respond(HTTPStatus.OK, answer)
-        self._finish(HTTPStatus.OK)
 
     def _check_auth(self) -> None:
         if not self.server.push.authorised(self.headers.get("Authorization")):
@@ -488,7 +488,12 @@ class _Handler(BaseHTTPRequestHandler):
     # -- answers ----------------------------------------------------------------------------
 
     def _respond(
-        self, status: HTTPStatus, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
+        self,
+        status: HTTPStatus,
+        body: Mapping[str, Any],
+        headers: Mapping[str, str] | None = None,
+        error: str | None = None,
+        exc: BaseException | None = None,
     ) -> None:
         payload = json.dumps(body).encode("utf-8") + b"\n"
         self.send_response(status)
@@ -499,9 +504,12 @@ class _Handler(BaseHTTPRequestHandler):
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
+        # Logged before the body goes out: a client that has read its whole answer can rely
+        # on the request's log line already being written (tests capture it that way).
+        self._log_request(status, error, exc)
         self.wfile.write(payload)
 
-    def _finish(
+    def _log_request(
         self, status: HTTPStatus, error: str | None = None, exc: BaseException | None = None
     ) -> None:
         fields = dict(self._fields)
