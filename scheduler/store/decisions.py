@@ -11,6 +11,7 @@ import datetime as dt
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
+from scheduler.store.filters import one_of
 from scheduler.store.metadata import metadata
 
 commitment_decision_table = sa.Table(
@@ -25,7 +26,7 @@ commitment_decision_table = sa.Table(
 def decided_on(conn: sa.Connection, deployment_ids: list[int]) -> dict[int, dt.date]:
     t = commitment_decision_table
     rows = conn.execute(sa.select(t.c.deployment_id, t.c.decided_on)
-                        .where(t.c.deployment_id.in_(deployment_ids)))
+                        .where(one_of(t.c.deployment_id, deployment_ids)))
     return {int(i): d for i, d in rows}
 
 

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
 from scheduler.config import Deployment
+from scheduler.store.filters import one_of
 from scheduler.store.metadata import metadata
 
 deployment_table = sa.Table(
@@ -111,7 +112,7 @@ def sync_deployments(conn: sa.Connection, deployments: Sequence[Deployment]) -> 
 
 def deployment_ids(conn: sa.Connection, names: Sequence[str]) -> dict[str, int]:
     t = deployment_table
-    result = conn.execute(sa.select(t.c.name, t.c.id).where(t.c.name.in_(list(names))))
+    result = conn.execute(sa.select(t.c.name, t.c.id).where(one_of(t.c.name, names)))
     return {name: ident for name, ident in result}
 
 

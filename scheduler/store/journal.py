@@ -24,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
+from scheduler.store.filters import one_of
 from scheduler.store.metadata import metadata
 
 ACTION_KINDS = ("elastic_set_target", "buy_commitment")
@@ -330,7 +331,7 @@ def due_planned_actions(
         .where(
             t.c.state == "planned",
             t.c.due_at <= now,
-            t.c.deployment_id.in_(list(deployment_ids)),
+            one_of(t.c.deployment_id, deployment_ids),
         )
         .order_by(t.c.due_at, t.c.id)
     )
@@ -351,7 +352,7 @@ def sent_actions(
         .where(
             t.c.state == "sent",
             sa.or_(t.c.next_attempt_at.is_(None), t.c.next_attempt_at <= now),
-            t.c.deployment_id.in_(list(deployment_ids)),
+            one_of(t.c.deployment_id, deployment_ids),
         )
         .order_by(t.c.id)
     )
@@ -448,7 +449,7 @@ def deployment_names(conn: sa.Connection, ids: Collection[int]) -> dict[int, str
     """``deployment.id -> name`` for the given ids (unknown ids are left out)."""
     from scheduler.store.deployments import deployment_table as d
 
-    rows = conn.execute(sa.select(d.c.id, d.c.name).where(d.c.id.in_(list(ids))))
+    rows = conn.execute(sa.select(d.c.id, d.c.name).where(one_of(d.c.id, ids)))
     return {int(i): str(n) for i, n in rows}
 
 
@@ -517,7 +518,7 @@ def read_backoffs(
     t = deployment_backoff_table
     query = sa.select(t.c.deployment_id, t.c.failures, t.c.until, t.c.reason)
     if deployment_ids is not None:
-        query = query.where(t.c.deployment_id.in_(list(deployment_ids)))
+        query = query.where(one_of(t.c.deployment_id, deployment_ids))
     return {int(row[0]): BackoffRecord(**row._mapping) for row in conn.execute(query)}
 
 

@@ -23,6 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
+from scheduler.store.filters import one_of
 from scheduler.store.metadata import metadata
 
 #: What an armed fault does to the call it catches.
@@ -218,7 +219,7 @@ def load_tranches_many(
     t = sim_tranche_table
     rows = conn.execute(
         sa.select(t.c.deployment, t.c.id, t.c.units, t.c.active_from, t.c.hold_until)
-        .where(t.c.provider == provider, t.c.deployment.in_(list(deployments)))
+        .where(t.c.provider == provider, one_of(t.c.deployment, deployments))
         .order_by(t.c.deployment, t.c.active_from, t.c.id)
     )
     out: dict[str, list[TrancheRow]] = {d: [] for d in deployments}
@@ -276,7 +277,7 @@ def load_commitments_many(
     rows = conn.execute(
         sa.select(t.c.deployment, t.c.commitment_id, t.c.units, t.c.term_days, t.c.start,
                   t.c.end)
-        .where(t.c.provider == provider, t.c.deployment.in_(list(deployments)),
+        .where(t.c.provider == provider, one_of(t.c.deployment, deployments),
                t.c.end > ending_after)
         .order_by(t.c.deployment, t.c.start, t.c.id)
     )
@@ -354,7 +355,7 @@ def pending_requests_many(
     t = sim_request_table
     rows = conn.execute(
         sa.select(*_REQUEST_COLUMNS).where(
-            t.c.provider == provider, t.c.deployment.in_(list(deployments)),
+            t.c.provider == provider, one_of(t.c.deployment, deployments),
             t.c.status == "pending",
         )
     )
@@ -369,7 +370,7 @@ def faults_armed_for_deployments(
     return conn.execute(
         sa.select(sa.exists().where(
             sa.or_(t.c.provider.is_(None), t.c.provider == provider),
-            t.c.deployment.in_(list(deployments)),
+            one_of(t.c.deployment, deployments),
             sa.or_(t.c.operation.is_(None), t.c.operation == operation),
         ))
     ).scalar_one()
