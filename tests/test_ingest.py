@@ -189,3 +189,55 @@ def test_deployment_sync_deactivates_removed(engine: sa.Engine) -> None:
         everything = [d.name for d in deployment_store.list_deployments(conn, active_only=False)]
     assert active == ["b"]
     assert everything == ["a", "b"]
+
+
+@pytest.mark.parametrize("group_minutes", [usage_store._BIN_GROUP_MINUTES, 1])
+def test_load_demand_matches_the_minute_view(
+    synced: sa.Engine, monkeypatch: pytest.MonkeyPatch, group_minutes: int
+) -> None:
+    # Two sources with partly overlapping minutes, gaps, and a window that starts and ends
+    # inside an hour row: load_demand must agree with the SQL view minute by minute.
+    monkeypatch.setattr(usage_store, "_BIN_GROUP_MINUTES", group_minutes)
+    rng = np.random.default_rng(5)
+    start = np.datetime64("2026-03-02T00:00", "m")
+    with synced.connect() as conn:
+        ids = deployment_store.deployment_ids(conn, ["m-small", "other"])
+    for source in ("gw1", "gw2"):
+        with synced.begin() as conn:
+            picks = [
+                (ident, minute)
+                for ident in ids.values()
+                for minute in range(300)
+                if rng.random() < 0.6
+            ]
+            owners = np.array([ident for ident, _ in picks], dtype=np.int32)
+            minutes = start + np.array([m for _, m in picks]).astype("timedelta64[m]")
+            tokens = rng.integers(0, 10**9, size=(3, len(picks)))
+            batch = usage_store.UsageBatch(owners, minutes, tokens[0], tokens[1], tokens[2])
+            usage_store.write_usage(
+                conn,
+                batch,
+                source=source,
+                file=source,
+                deployment_names=list(ids),
+                checksum=source,
+            )
+    since = dt.datetime(2026, 3, 2, 0, 17, tzinfo=dt.UTC)
+    until = dt.datetime(2026, 3, 2, 4, 41, tzinfo=dt.UTC)
+    with synced.connect() as conn:
+        loaded = usage_store.load_demand(conn, list(ids.values()), since, until)
+        expected = conn.execute(
+            sa.text(
+                "SELECT deployment_id, minute, input_tokens, output_tokens, requests "
+                "FROM usage_minute WHERE minute >= :since AND minute < :until"
+            ),
+            {"since": since, "until": until},
+        ).all()
+    n = (until - since) // dt.timedelta(minutes=1)
+    want = {ident: np.full((3, n), np.nan) for ident in ids.values()}
+    for ident, minute, *counts in expected:
+        want[ident][:, (minute - since) // dt.timedelta(minutes=1)] = counts
+    assert set(loaded) == set(ids.values())
+    for ident, series in loaded.items():
+        got = np.vstack([series.input_tokens, series.output_tokens, series.requests])
+        np.testing.assert_array_equal(got, want[ident])

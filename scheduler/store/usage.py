@@ -117,6 +117,8 @@ _ROW_DTYPE = np.dtype(
     ]
 )
 _COUNTS = ("input_tokens", "output_tokens", "requests")
+#: Minute slots binned at once by load_demand (bounds its scratch memory).
+_BIN_GROUP_MINUTES = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -376,20 +378,29 @@ def load_demand(
         return out
     hour_us = records["hour"].astype(np.int64) + _PG_EPOCH_US
     row_start = hour_us // 60_000_000 - since_m.astype(np.int64)  # minute index of element 0
-    cols = row_start[:, None] + np.arange(MINUTES_PER_ROW)[None, :]
-    for ident in np.unique(records["deployment_id"]).tolist():
-        mine = records["deployment_id"] == ident
-        idx = cols[mine]
+    idents, owner = np.unique(records["deployment_id"], return_inverse=True)
+    order = np.argsort(owner, kind="stable")
+    bounds = np.searchsorted(owner[order], np.arange(idents.size + 1))
+    # Deployments are binned a group at a time: one bincount per group instead of one
+    # np.add.at per deployment, with the group's scratch arrays kept to a few MB.
+    group = max(1, _BIN_GROUP_MINUTES // n)
+    for first in range(0, idents.size, group):
+        last = min(first + group, idents.size)
+        rows = order[bounds[first] : bounds[last]]
+        idx = row_start[rows, None] + np.arange(MINUTES_PER_ROW)[None, :]
+        flat = (owner[rows] - first)[:, None] * n + idx
         inside = (idx >= 0) & (idx < n)
-        series = []
+        size = (last - first) * n
+        sums = []
         for name in _COUNTS:
-            values = records[name]["elems"]["value"][mine].astype(np.int64)
+            values = records[name]["elems"]["value"][rows]
             present = inside & (values >= 0)
-            total = np.zeros(n, dtype=np.float64)
-            seen = np.zeros(n, dtype=bool)
-            np.add.at(total, idx[present], values[present])
-            seen[idx[present]] = True
-            total[~seen] = np.nan
-            series.append(total)
-        out[int(ident)] = DemandSeries(int(ident), since, series[0], series[1], series[2])
+            where = flat[present]
+            # float64 sums of int counts are exact below 2**53 tokens per minute.
+            total = np.bincount(where, weights=values[present], minlength=size)
+            total[np.bincount(where, minlength=size) == 0] = np.nan
+            sums.append(total.reshape(last - first, n))
+        for k in range(last - first):
+            ident = int(idents[first + k])
+            out[ident] = DemandSeries(ident, since, sums[0][k], sums[1][k], sums[2][k])
     return out
