@@ -21,6 +21,7 @@ Values from the environment are parsed as TOML scalars where possible (``5``, ``
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 import os
 import re
@@ -170,10 +171,14 @@ class Config:
     providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     deployments: tuple[Deployment, ...] = ()
 
+    @functools.cached_property
+    def _deployments_by_name(self) -> dict[str, Deployment]:
+        return {deployment.name: deployment for deployment in self.deployments}
+
     def deployment(self, name: str) -> Deployment:
-        for deployment in self.deployments:
-            if deployment.name == name:
-                return deployment
+        found = self._deployments_by_name.get(name)
+        if found is not None:
+            return found
         known = ", ".join(d.name for d in self.deployments) or "none"
         raise ConfigError(f"{self.path}: unknown deployment {name!r} (known: {known})")
 

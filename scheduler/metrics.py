@@ -172,19 +172,29 @@ class Metrics:
             registry=r,
         )
         self._paused.set(0)
+        # Labelled children by (metric, labels): labels() validates and locks on every call,
+        # which at five gauges per deployment per tick was a measurable slice of a tick.
+        self._children: dict[tuple[Gauge, tuple[str, ...]], Gauge] = {}
+
+    def _series(self, gauge: Gauge, *labels: str) -> Gauge:
+        key = (gauge, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = gauge.labels(*labels)
+        return child
 
     def set_demand(self, deployment: str, units: float) -> None:
-        self._demand.labels(deployment=deployment).set(units)
+        self._series(self._demand, deployment).set(units)
 
     def set_capacity(self, deployment: str, *, committed: float, elastic: float) -> None:
-        self._capacity.labels(deployment=deployment, tier="committed").set(committed)
-        self._capacity.labels(deployment=deployment, tier="elastic").set(elastic)
+        self._series(self._capacity, deployment, "committed").set(committed)
+        self._series(self._capacity, deployment, "elastic").set(elastic)
 
     def set_spill(self, deployment: str, units: float) -> None:
-        self._spill.labels(deployment=deployment).set(units)
+        self._series(self._spill, deployment).set(units)
 
     def set_forecast_error(self, deployment: str, error: float) -> None:
-        self._forecast_error.labels(deployment=deployment).set(error)
+        self._series(self._forecast_error, deployment).set(error)
 
     def observe_forecast(self, deployment: str, *, forecast: float, actual: float) -> float:
         """Set ``forecast_error`` from a forecast and the demand that happened; return it."""
@@ -209,13 +219,15 @@ class Metrics:
         self._paused.set(1 if paused else 0)
 
     def set_held(self, deployment: str, held: bool) -> None:
-        self._held.labels(deployment=deployment).set(1 if held else 0)
+        self._series(self._held, deployment).set(1 if held else 0)
 
     def forget_deployment(self, deployment: str) -> None:
         """Drop a deployment's gauges (it left the config on reload) so none stay frozen."""
         for gauge in (self._demand, self._spill, self._forecast_error, self._held):
+            self._children.pop((gauge, (deployment,)), None)
             _remove(gauge, deployment)
         for tier in TIERS:
+            self._children.pop((self._capacity, (deployment, tier)), None)
             _remove(self._capacity, deployment, tier)
 
 
