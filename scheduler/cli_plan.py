@@ -67,14 +67,14 @@ def cmd_plan(ctx: cli.Context) -> int:
         if not acquired:
             raise cli.CommandError("another `capsched plan` is running; try again later",
                                    cli.EXIT_LOCKED)
-        with engine.connect() as conn:
+        with engine.begin() as conn:  # begin: the month's read may store daily roll-ups
             ids = deployment_store.deployment_ids(conn, [d.name for d in deployments])
             histories = load_histories(conn, deployments, ids, now,
                                        ctx.config.daemon.history_days)
             # The service level realised this UTC month so far, as the daemon plans with.
             until = minute_floor(now)
-            levels = ledger_store.spill_to_date(conn, list(ids.values()),
-                                                partitions.month_start(until), until)
+            levels = ledger_store.month_to_date(conn, list(ids.values()),
+                                                partitions.month_start(until), until, now=now)
         fits = refit(list(histories.values()), now, horizon,
                      zero_gap_minutes=ctx.config.ingest.zero_gap_minutes)
         headroom = headroom_by_deployment(list(histories.values()),

@@ -330,7 +330,7 @@ class Daemon:
             report.paused = journal_store.is_paused(conn)
             fresh = load_histories(conn, deployments, self._ids, now, RELOAD_MINUTES / 1440)
             decided = decision_store.decided_on(conn, list(self._ids.values()))
-            spill = self._spill_to_date(conn, origin, inline=refit_inline)
+        spill = self._spill_to_date(origin, inline=refit_inline)
         self.metrics.set_paused(report.paused)
         holdings = self._read_holdings(report)
         capacity = [
@@ -540,16 +540,17 @@ class Daemon:
 
     # -- the service-level account -------------------------------------------------------------
 
-    def _spill_to_date(self, conn: sa.Connection, origin: dt.datetime, *,
-                       inline: bool) -> Mapping[int, SpillToDate]:
+    def _spill_to_date(self, origin: dt.datetime, *, inline: bool) -> Mapping[int, SpillToDate]:
         """Spill-to-date of the UTC month per deployment id ({} while the account is cold).
 
         Every ``ACCOUNT_REFRESH_MINUTES`` the account adds the minutes that have settled
         since the last refresh (one query for all deployments, a quarter hour of ledger);
         minutes are never read twice. The first read of a month already under way (a start
-        or a reload mid-month) covers up to a month of ledger, far too slow for a tick at a
-        thousand deployments: it runs in the background and plans go without the account
-        meanwhile, unless ``inline`` (a replay, ``--once``, tests) allows the tick to wait.
+        or a reload mid-month) covers up to a month: whole days come from the daily
+        roll-ups (computed and stored on first read), the rest from the raw ledger, up to a
+        day of it, still seconds at a thousand deployments: it runs in the background and
+        plans go without the account meanwhile, unless ``inline`` (a replay, ``--once``,
+        tests) allows the tick to wait.
         """
         period = partitions.month_start(origin)
         settle = max(period, origin - dt.timedelta(minutes=ACCOUNT_SETTLE_MINUTES))
@@ -571,11 +572,13 @@ class Daemon:
         ids = sorted(self._ids.values())
         gap = settle - account.settled_until
         if gap > dt.timedelta(minutes=ACCOUNT_INLINE_MINUTES) and not inline:
-            self._warm_in_background(ids, account, settle)
+            self._warm_in_background(ids, account, settle, origin)
             # Behind after a stall: the account so far is still the best estimate.
             return {} if account.refreshed_at is None else account.spill_to_date
         if gap > dt.timedelta(0):
-            added = ledger_store.spill_to_date(conn, ids, account.settled_until, settle)
+            with self.engine.begin() as conn:
+                added = ledger_store.month_to_date(conn, ids, account.settled_until, settle,
+                                                   now=origin)
             account = ServiceAccount(period, settle, origin, account.plus(added))
         else:
             account = ServiceAccount(period, account.settled_until, origin, account.levels)
@@ -583,7 +586,7 @@ class Daemon:
         return account.spill_to_date
 
     def _warm_in_background(self, ids: list[int], base: ServiceAccount,
-                            until: dt.datetime) -> None:
+                            until: dt.datetime, now: dt.datetime) -> None:
         """Add ``[base.settled_until, until)`` to ``base`` in a thread; the tick installs it."""
         running = self._warming
         if running is not None and running.is_alive():
@@ -592,8 +595,9 @@ class Daemon:
 
         def read() -> None:
             try:
-                with self.engine.connect() as conn:
-                    added = ledger_store.spill_to_date(conn, ids, base.settled_until, until)
+                with self.engine.begin() as conn:
+                    added = ledger_store.month_to_date(conn, ids, base.settled_until, until,
+                                                       now=now)
             except Exception:  # the next tick that finds the account behind tries again
                 log.exception("service_level_read_failed")
                 return

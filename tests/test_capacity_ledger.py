@@ -171,6 +171,114 @@ def test_ledger_minutes_must_be_whole_aware_minutes(engine: sa.Engine, ids: dict
         assert ledger.record_capacity(conn, []) == 0
 
 
+MARCH, APRIL = dt.datetime(2026, 3, 1, tzinfo=UTC), dt.datetime(2026, 4, 1, tzinfo=UTC)
+
+
+def age_usage(engine: sa.Engine) -> None:
+    """Make every batch older than the roll-up's margin for batches still in flight."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE ingest_batch SET ingested_at = ingested_at - :age"),
+                     {"age": ledger.INGEST_MARGIN * 2})
+
+
+def rolled_up(engine: sa.Engine) -> dict[tuple[int, dt.date], tuple[float, float, int]]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT deployment_id, day, demand_unit_minutes, spill_unit_minutes, "
+            "minutes_covered FROM service_level_day")).all()
+    return {(r[0], r[1]): (r[2], r[3], r[4]) for r in rows}
+
+
+def month_to_date(engine: sa.Engine, ids: dict[str, int], start: dt.datetime = MARCH,
+                  until: dt.datetime = APRIL, now: dt.datetime | None = None
+                  ) -> tuple[dict[int, ledger.ServiceLevel], dict[int, ledger.ServiceLevel]]:
+    """(month_to_date, spill_to_date) over the same period, for all the fixture's ids."""
+    every = list(ids.values())
+    with engine.begin() as conn:
+        rolled = ledger.month_to_date(conn, every, start, until,
+                                        now=now or until + ledger.ROLLUP_SETTLE)
+    with engine.connect() as conn:
+        raw = ledger.spill_to_date(conn, every, start, until)
+    return rolled, raw
+
+
+def tamper(engine: sa.Engine, ident: int, day: dt.date) -> None:
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE service_level_day SET spill_unit_minutes = 99 "
+                             "WHERE deployment_id = :i AND day = :d"), {"i": ident, "d": day})
+
+
+def test_month_to_date_is_the_raw_account_from_stored_days(
+    engine: sa.Engine, ids: dict[str, int]
+) -> None:
+    a, day = ids["a"], T0.date()
+    age_usage(engine)
+    rolled, raw = month_to_date(engine, ids)
+    assert rolled == raw
+    stored = rolled_up(engine)
+    assert len(stored) == len(ids) * 31  # idle days too: a zero is worth storing
+    assert stored[(a, day)] == (6.0, 2.0, 4)
+    # The next read takes the stored days: a value changed behind its back shows through.
+    tamper(engine, a, day)
+    rolled, raw = month_to_date(engine, ids)
+    assert rolled[a] == ledger.ServiceLevel(a, 6.0, 99.0, 4)
+    assert rolled[ids["b"]] == raw[ids["b"]]
+
+
+def test_a_stored_day_is_recomputed_when_what_it_stands_on_changes(
+    engine: sa.Engine, ids: dict[str, int]
+) -> None:
+    a, day = ids["a"], T0.date()
+    age_usage(engine)
+    month_to_date(engine, ids)
+    # Usage of that day written since (late, or still in flight at the roll-up).
+    tamper(engine, a, day)
+    with engine.begin() as conn:
+        write(conn, "late", [(a, minute(5), 3000, 0)])  # minute 5 is covered: 3 units
+    rolled, raw = month_to_date(engine, ids)
+    assert rolled == raw
+    assert rolled[a] == ledger.ServiceLevel(a, 9.0, 4.0, 4)
+    # Capacity recorded again for one of its minutes.
+    age_usage(engine)
+    month_to_date(engine, ids)
+    tamper(engine, a, day)
+    with engine.begin() as conn:
+        ledger.record_capacity(conn, [ledger.CapacityRecord(a, minute(5), 4, 0)])
+    rolled, raw = month_to_date(engine, ids)
+    assert rolled == raw
+    assert rolled[a] == ledger.ServiceLevel(a, 9.0, 2.0, 4)
+    # The deployment's unit size changed: demand in units is another number.
+    tamper(engine, a, day)
+    changed = parse_config({"deployment": [
+        dict(STORE_CONFIG["deployment"][0], unit_tpm=500), *STORE_CONFIG["deployment"][1:]]})
+    with engine.begin() as conn:
+        deployment_store.sync_deployments(conn, changed.deployments)
+    rolled, raw = month_to_date(engine, ids)
+    assert rolled == raw
+    assert rolled[a].demand_unit_minutes == 18.0
+
+
+def test_partial_and_unsettled_days_are_read_raw(engine: sa.Engine, ids: dict[str, int]) -> None:
+    age_usage(engine)
+    start = T0 - dt.timedelta(hours=18)  # Mar 9 18:00: Mar 9 is not whole
+    until = dt.datetime(2026, 3, 11, 0, 10, tzinfo=UTC)
+    # Mar 10 ended 10 minutes ago: the daemon may still record its last minutes.
+    rolled, raw = month_to_date(engine, ids, start, until, now=until)
+    assert rolled == raw
+    assert rolled_up(engine) == {}
+    rolled, raw = month_to_date(engine, ids, start, until, now=until + ledger.ROLLUP_SETTLE)
+    assert rolled == raw
+    assert set(rolled_up(engine)) == {(i, T0.date()) for i in ids.values()}
+
+
+def test_prune_drops_expired_daily_rollups(engine: sa.Engine, ids: dict[str, int]) -> None:
+    age_usage(engine)
+    month_to_date(engine, ids)
+    with engine.begin() as conn:
+        ledger.prune(conn, dt.datetime(2026, 5, 1, tzinfo=UTC))  # keeps April and May
+    assert rolled_up(engine) == {}
+
+
 def partitions(engine: sa.Engine) -> list[str]:
     with engine.connect() as conn:
         return list(conn.execute(sa.text(
