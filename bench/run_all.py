@@ -17,6 +17,8 @@ BENCHES = (
     ("forecast: 1,000 series x 30 days vs statsmodels MSTL", ["bench_forecast.py"]),
     ("backtest: 30 days of the field case", ["bench_backtest.py"]),
     ("daemon tick: 1,000 deployments, 30 days stored", ["bench_tick.py"]),
+    ("month-to-date service level: daily roll-ups vs the raw ledger",
+     ["bench_service_level.py"]),
 )
 
 
