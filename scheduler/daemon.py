@@ -75,8 +75,8 @@ HEADROOM_RECALIBRATE = dt.timedelta(days=1)
 #: The service-level account (spill-to-date of the UTC month) is brought up to date this
 #: often (daemon clock); plans in between use the cached account.
 ACCOUNT_REFRESH_MINUTES = 15
-#: The account stops this long before now: usage that recent may still be on its way, and
-#: a minute once added is never read again (a month of ledger is too big to re-read).
+#: The account stops this long before now: usage that recent may still be on its way. A
+#: minute once added is read again only at the next daily rebase (see Daemon._spill_to_date).
 ACCOUNT_SETTLE_MINUTES = 30
 #: A tick adds at most this much to the account itself; a longer stretch (a start late in
 #: the month, a long stall) is read in the background unless the tick may work inline.
@@ -158,6 +158,8 @@ class ServiceAccount:
     #: Daemon clock of the last refresh (None: never refreshed).
     refreshed_at: dt.datetime | None
     levels: Mapping[int, ledger_store.ServiceLevel]
+    #: The UTC day of the read from ``period`` this account grew from (its last rebase).
+    based_on: dt.date | None = None
 
     def plus(self, added: Mapping[int, ledger_store.ServiceLevel]
              ) -> dict[int, ledger_store.ServiceLevel]:
@@ -544,13 +546,16 @@ class Daemon:
         """Spill-to-date of the UTC month per deployment id ({} while the account is cold).
 
         Every ``ACCOUNT_REFRESH_MINUTES`` the account adds the minutes that have settled
-        since the last refresh (one query for all deployments, a quarter hour of ledger);
-        minutes are never read twice. The first read of a month already under way (a start
-        or a reload mid-month) covers up to a month: whole days come from the daily
-        roll-ups (computed and stored on first read), the rest from the raw ledger, up to a
-        day of it, still seconds at a thousand deployments: it runs in the background and
-        plans go without the account meanwhile, unless ``inline`` (a replay, ``--once``,
-        tests) allows the tick to wait.
+        since the last refresh (one query for all deployments, a quarter hour of ledger).
+        The first read of a month already under way (a start or a reload mid-month) covers
+        up to a month: whole days come from the daily roll-ups (computed and stored on first
+        read), the rest from the raw ledger, up to a day of it, still seconds at a thousand
+        deployments: it runs in the background and plans go without the account meanwhile,
+        unless ``inline`` (a replay, ``--once``, tests) allows the tick to wait.
+
+        Once a UTC day the month is read again from its start the same way (a rebase), so
+        usage that arrived after its minutes were added reaches the account within a day;
+        until the rebase is in, plans keep the account they had.
         """
         period = partitions.month_start(origin)
         settle = max(period, origin - dt.timedelta(minutes=ACCOUNT_SETTLE_MINUTES))
@@ -558,18 +563,26 @@ class Daemon:
         warmed = self._warmed
         if warmed is not None and warmed[0] == self._account_generation:
             self._warmed = None
-            if warmed[1].period == period and (account is None or account.period != period
-                                               or account.settled_until < warmed[1].settled_until):
+            if warmed[1].period == period and (
+                    account is None or account.period != period
+                    or account.settled_until < warmed[1].settled_until
+                    or (account.based_on or dt.date.min) < (warmed[1].based_on or dt.date.min)):
                 account = warmed[1]
         if (account is not None and account.refreshed_at is not None
                 and account.period == period and account.settled_until <= settle
                 and origin - account.refreshed_at < dt.timedelta(minutes=ACCOUNT_REFRESH_MINUTES)
                 and origin >= account.refreshed_at):
             return account.spill_to_date  # fresh enough
+        ids = sorted(self._ids.values())
         if account is None or account.period != period or account.settled_until > settle:
             # A new month starts from nothing; a clock that went back starts over.
-            account = ServiceAccount(period, period, None, {})
-        ids = sorted(self._ids.values())
+            account = ServiceAccount(period, period, None, {}, settle.date())
+        elif account.based_on != settle.date():
+            rebase = ServiceAccount(period, period, None, {}, settle.date())
+            if inline:
+                account = rebase
+            else:
+                self._warm_in_background(ids, rebase, settle, origin)
         gap = settle - account.settled_until
         if gap > dt.timedelta(minutes=ACCOUNT_INLINE_MINUTES) and not inline:
             self._warm_in_background(ids, account, settle, origin)
@@ -579,9 +592,11 @@ class Daemon:
             with self.engine.begin() as conn:
                 added = ledger_store.month_to_date(conn, ids, account.settled_until, settle,
                                                    now=origin)
-            account = ServiceAccount(period, settle, origin, account.plus(added))
+            account = ServiceAccount(period, settle, origin, account.plus(added),
+                                     account.based_on)
         else:
-            account = ServiceAccount(period, account.settled_until, origin, account.levels)
+            account = ServiceAccount(period, account.settled_until, origin, account.levels,
+                                     account.based_on)
         self._account = account
         return account.spill_to_date
 
@@ -601,8 +616,8 @@ class Daemon:
             except Exception:  # the next tick that finds the account behind tries again
                 log.exception("service_level_read_failed")
                 return
-            self._warmed = (generation,
-                            ServiceAccount(base.period, until, None, base.plus(added)))
+            self._warmed = (generation, ServiceAccount(base.period, until, None,
+                                                       base.plus(added), base.based_on))
             log.info("service_level_read", deployments=len(ids),
                      since=base.settled_until.isoformat(), until=until.isoformat())
 

@@ -551,6 +551,50 @@ def test_the_account_is_read_every_quarter_hour_and_never_twice(
         before.spill_unit_minutes + added.spill_unit_minutes)
 
 
+def test_late_usage_reaches_the_account_at_the_next_daily_rebase(
+    engine: sa.Engine, tmp_path: Path, make_daemon: Any
+) -> None:
+    cfg = load_config("bot")
+    clock = Clock(NOON)
+    daemon = make_daemon(cfg, clock)
+    ingest_same_usage(engine, tmp_path, ("bot",), DAY + dt.timedelta(days=2))
+    ident = daemon._ids["bot"]
+    record_history(engine, ident, 0, NOON - dt.timedelta(hours=3), 120)
+    assert daemon.tick(clock.now).ok
+    first = daemon._account
+    assert first is not None and first.based_on == DAY.date()
+    # Usage of a minute already in the account arrives an hour late, from another source.
+    late = NOON - dt.timedelta(hours=2)
+    with engine.begin() as conn:
+        write(conn, "late", [(ident, late, 10 * int(cfg.deployment("bot").unit_tpm), 0)])
+    clock.now = NOON + dt.timedelta(minutes=15)
+    assert daemon.tick(clock.now).ok
+
+    def raw(until: dt.datetime) -> ledger.ServiceLevel:
+        with engine.connect() as conn:
+            return ledger.spill_to_date(conn, [ident], MARCH, until)[ident]
+
+    account = daemon._account
+    assert account is not None
+    level = account.levels[ident]
+    missed = raw(account.settled_until).spill_unit_minutes - level.spill_unit_minutes
+    assert missed == pytest.approx(10.0)  # 0 units held: all of the late demand spilled
+    # The next UTC day, once the previous one settled: the month is read again in the
+    # background while plans keep the account they have.
+    clock.now = DAY + dt.timedelta(days=1, hours=1)
+    assert daemon.tick(clock.now, refit_inline=False).ok
+    assert daemon._account is not None and daemon._account.based_on == DAY.date()
+    assert daemon._warming is not None
+    daemon._warming.join(timeout=30)
+    clock.now += dt.timedelta(minutes=1)
+    assert daemon.tick(clock.now, refit_inline=False).ok
+    account = daemon._account
+    assert account is not None and account.based_on == clock.now.date()
+    whole = raw(account.settled_until)
+    assert account.levels[ident].minutes_covered == whole.minutes_covered
+    assert account.levels[ident].spill_unit_minutes == pytest.approx(whole.spill_unit_minutes)
+
+
 def test_a_new_month_starts_a_new_account(
     engine: sa.Engine, tmp_path: Path, make_daemon: Any
 ) -> None:
