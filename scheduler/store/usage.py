@@ -118,7 +118,7 @@ _ROW_DTYPE = np.dtype(
 )
 _COUNTS = ("input_tokens", "output_tokens", "requests")
 #: Minute slots binned at once by load_demand (bounds its scratch memory).
-_BIN_GROUP_MINUTES = 2_000_000
+_BIN_GROUP_MINUTES = 500_000
 
 
 @dataclass(frozen=True)
@@ -382,7 +382,7 @@ def load_demand(
     order = np.argsort(owner, kind="stable")
     bounds = np.searchsorted(owner[order], np.arange(idents.size + 1))
     # Deployments are binned a group at a time: one bincount per group instead of one
-    # np.add.at per deployment, with the group's scratch arrays kept to a few MB.
+    # np.add.at per deployment, with the group's scratch arrays bounded (about 30 MB).
     group = max(1, _BIN_GROUP_MINUTES // n)
     for first in range(0, idents.size, group):
         last = min(first + group, idents.size)
