@@ -511,7 +511,7 @@ def test_each_tick_records_one_ledger_row_per_deployment(
     assert any(r.elastic_units > 0 for r in rows)  # the daemon's own scale-up is recorded
 
 
-def test_the_account_is_read_every_quarter_hour_and_never_twice(
+def test_the_account_is_read_every_quarter_hour_and_not_twice_in_a_day(
     engine: sa.Engine, tmp_path: Path, make_daemon: Any
 ) -> None:
     cfg = load_config("bot")
@@ -525,7 +525,8 @@ def test_the_account_is_read_every_quarter_hour_and_never_twice(
     first = daemon._account
     assert first is not None and first.settled_until == NOON - settle
     # The next quarter hour to settle, and ten minutes behind the account (as if recorded
-    # late, e.g. by another daemon): the first is added at the next refresh, the second never.
+    # late, e.g. by another daemon): the first is added at the next refresh, the second
+    # not before the next day's rebase.
     record_history(engine, ident, 0, NOON - settle, 15)
     record_history(engine, ident, 0, NOON - 2 * settle, 10)
     clock.now = NOON + dt.timedelta(minutes=14)
