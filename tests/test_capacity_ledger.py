@@ -190,11 +190,14 @@ def rolled_up(engine: sa.Engine) -> dict[tuple[int, dt.date], tuple[float, float
 
 
 def month_to_date(engine: sa.Engine, ids: dict[str, int], start: dt.datetime = MARCH,
-                  until: dt.datetime = APRIL, now: dt.datetime | None = None
+                  until: dt.datetime = APRIL, now: dt.datetime | None = None, *,
+                  session_zone: str = "UTC"
                   ) -> tuple[dict[int, ledger.ServiceLevel], dict[int, ledger.ServiceLevel]]:
     """(month_to_date, spill_to_date) over the same period, for all the fixture's ids."""
     every = list(ids.values())
     with engine.begin() as conn:
+        conn.execute(sa.text("SELECT set_config('TimeZone', :zone, true)"),
+                     {"zone": session_zone})
         rolled = ledger.month_to_date(conn, every, start, until,
                                         now=now or until + ledger.ROLLUP_SETTLE)
     with engine.connect() as conn:
@@ -223,6 +226,10 @@ def test_month_to_date_is_the_raw_account_from_stored_days(
     rolled, raw = month_to_date(engine, ids)
     assert rolled[a] == ledger.ServiceLevel(a, 6.0, 99.0, 4)
     assert rolled[ids["b"]] == raw[ids["b"]]
+    # Days are UTC days in a session west of UTC too: the month's last day is stored.
+    tamper(engine, ids["idle"], dt.date(2026, 3, 31))
+    rolled, raw = month_to_date(engine, ids, session_zone="America/Los_Angeles")
+    assert rolled[ids["idle"]] == ledger.ServiceLevel(ids["idle"], 0.0, 99.0, 0)
 
 
 def test_a_stored_day_is_recomputed_when_what_it_stands_on_changes(

@@ -298,11 +298,15 @@ def _fresh_rollups(
             "FROM service_level_day r JOIN deployment d ON d.id = r.deployment_id "
             "LEFT JOIN changed c ON c.deployment_id = r.deployment_id AND c.day = r.day "
             "WHERE r.deployment_id = ANY(CAST(:ids AS int4[]))"
-            " AND r.day >= CAST(:first AS date) AND r.day < CAST(:last AS date)"
+            " AND r.day >= :first_day AND r.day < :last_day"
             " AND r.unit_tpm = d.unit_tpm AND r.output_token_weight = d.output_token_weight"
             " AND (c.at IS NULL OR c.at < r.computed_at - :margin)"
         ),
-        {"ids": list(ids), "first": first_day, "last": last_day, "margin": INGEST_MARGIN},
+        {
+            "ids": list(ids), "first": first_day, "last": last_day, "margin": INGEST_MARGIN,
+            # Dates from Python: a timestamptz cast to date would use the session's zone.
+            "first_day": first_day.date(), "last_day": last_day.date(),
+        },
     )
     return {
         (int(ident), day): ServiceLevel(int(ident), float(demand), float(spill), int(minutes))
