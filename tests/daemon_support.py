@@ -72,3 +72,33 @@ def cli_with_usage(db_url: str, tmp_path: Path, until: dt.datetime) -> list[str]
     trace = write_trace(tmp_path / "usage.csv", 0, until=until)
     assert main([*args, "ingest", str(trace), "--deployment", "bot"]) == 0
     return args
+
+
+def kill_advisory_lock_holders(libpq_url: str, *, timeout: float = 30.0) -> None:
+    """Terminate every other session holding an advisory lock (as a crash or a database
+    restart would) and wait until those backends are gone, so their locks are free.
+
+    The wait is for the database, not the code under test: a terminated backend releases
+    its locks as it exits, a moment after the kill, later on a busy machine.
+    """
+    import time
+
+    import psycopg
+
+    with psycopg.connect(libpq_url, autocommit=True) as admin:
+        # Terminated in the select list: in WHERE the planner may call it before the
+        # filter that spares this session. Only this database's sessions are touched.
+        killed = [pid for pid, _ in admin.execute(
+            "SELECT pid, pg_terminate_backend(pid) FROM pg_locks "
+            "WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid() "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ).fetchall()]
+        deadline = time.monotonic() + timeout
+        while killed and time.monotonic() < deadline:
+            held = admin.execute("SELECT count(*) FROM pg_locks WHERE pid = ANY(%s)",
+                                 (killed,)).fetchone()
+            if held is None or held[0] == 0:
+                return
+            time.sleep(0.05)
+        if killed:
+            raise TimeoutError(f"backends {killed} still hold locks {timeout} s after the kill")
