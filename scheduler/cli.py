@@ -32,7 +32,7 @@ from scheduler.config import Config, ConfigError, load_config
 from scheduler.ingest import IngestError, ingest_files
 from scheduler.logs import configure_logging
 from scheduler.store import deployments as deployment_store
-from scheduler.store import ledger as ledger_store
+from scheduler.store import retention
 from scheduler.store import usage as usage_store
 from scheduler.usagefile import UsageFileError
 
@@ -300,9 +300,7 @@ def cmd_db_prune(ctx: Context) -> int:
     now = utc_now()
     cutoff = now - dt.timedelta(days=ctx.config.database.retention_days)
     with connected(ctx) as engine, engine.begin() as conn:
-        dropped = usage_store.drop_partitions_before(conn, cutoff)
-        # The capacity ledger keeps the current and the previous UTC month.
-        dropped += ledger_store.prune(conn, now)
+        dropped = retention.prune(conn, now, ctx.config.database.retention_days)
     log.info("db.prune", cutoff=cutoff.isoformat(), dropped=dropped)
     return EXIT_OK
 

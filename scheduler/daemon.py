@@ -58,9 +58,8 @@ from scheduler.store import deployments as deployment_store
 from scheduler.store import forecasts as forecast_store
 from scheduler.store import journal as journal_store
 from scheduler.store import ledger as ledger_store
-from scheduler.store import partitions
+from scheduler.store import partitions, retention
 from scheduler.store import plans as plan_store
-from scheduler.store import usage as usage_store
 from scheduler.store.locks import LeaderLock
 from scheduler.store.plans import PlanRecord
 
@@ -75,9 +74,6 @@ HEADROOM_RECALIBRATE = dt.timedelta(days=1)
 #: The service-level account (spill-to-date of the UTC month) is brought up to date this
 #: often (daemon clock); plans in between use the cached account.
 ACCOUNT_REFRESH_MINUTES = 15
-#: The account stops this long before now: usage that recent may still be on its way. A
-#: minute once added is read again only at the next daily rebase (see Daemon._spill_to_date).
-ACCOUNT_SETTLE_MINUTES = 30
 #: A tick adds at most this much to the account itself; a longer stretch (a start late in
 #: the month, a long stall) is read in the background unless the tick may work inline.
 ACCOUNT_INLINE_MINUTES = 180
@@ -255,9 +251,7 @@ class Daemon:
             run_ids = forecast_store.insert_forecasts(conn, [f.record for f in fits.values()])
             # Retention rides on the refit: dropping whole expired months is cheap and
             # idempotent, so doing it hourly keeps at most a month past the limit.
-            dropped = usage_store.drop_partitions_before(
-                conn, now - dt.timedelta(days=self.config.database.retention_days))
-            dropped += ledger_store.prune(conn, now)
+            dropped = retention.prune(conn, now, self.config.database.retention_days)
         if dropped:
             log.info("retention", dropped=dropped)
         previous = self._models
@@ -558,7 +552,9 @@ class Daemon:
         until the rebase is in, plans keep the account they had.
         """
         period = partitions.month_start(origin)
-        settle = max(period, origin - dt.timedelta(minutes=ACCOUNT_SETTLE_MINUTES))
+        # The account stops ledger_store.SETTLE before now; a minute once added is read again
+        # only at the next daily rebase.
+        settle = max(period, origin - ledger_store.SETTLE)
         account = self._account
         warmed = self._warmed
         if warmed is not None and warmed[0] == self._account_generation:

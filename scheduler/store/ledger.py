@@ -70,9 +70,11 @@ service_level_day_table = sa.Table(
     sa.PrimaryKeyConstraint("deployment_id", "day"),
 )
 
-#: A day is rolled up only once it ended this long before the reader's clock: the daemon
-#: records each minute's capacity at that minute's tick, and usage trickles in late.
-ROLLUP_SETTLE = dt.timedelta(minutes=30)
+#: A minute's usage and ledger row are taken as complete this long after it: the daemon
+#: records each minute's capacity at that minute's tick, and usage trickles in late. The
+#: daemon's running account stops this long before now; a day is rolled up only once it
+#: ended this long before the reader's clock.
+SETTLE = dt.timedelta(minutes=30)
 #: Usage written by a batch whose transaction started up to this long before a roll-up
 #: may not have been visible to it (``ingest_batch.ingested_at`` is the transaction's
 #: start): such a day is recomputed at the next read.
@@ -241,7 +243,7 @@ def month_to_date(
 ) -> dict[int, ServiceLevel]:
     """What :func:`spill_to_date` gives, from daily roll-ups where it can.
 
-    Whole UTC days that ended at least ``ROLLUP_SETTLE`` before ``now`` come from
+    Whole UTC days that ended at least ``SETTLE`` before ``now`` come from
     ``service_level_day``; a day missing there, or stale (usage of that day written since,
     or the deployment's unit size or output weight changed), is computed from the raw
     ledger and stored, in the caller's transaction. The rest of the period is read raw.
@@ -251,7 +253,7 @@ def month_to_date(
     ids = sorted({int(i) for i in deployment_ids})
     start, end = period_start.astimezone(dt.UTC), until.astimezone(dt.UTC)
     first_day = _day_ceil(start)
-    last_day = _day_floor(min(end, now.astimezone(dt.UTC) - ROLLUP_SETTLE))
+    last_day = _day_floor(min(end, now.astimezone(dt.UTC) - SETTLE))
     if not ids or last_day <= first_day:
         return spill_to_date(conn, ids, start, end)
     days = [
