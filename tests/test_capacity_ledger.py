@@ -18,7 +18,7 @@ from scheduler import database as db
 from scheduler import planrun
 from scheduler.cli import main
 from scheduler.config import Config, parse_config
-from scheduler.daemon import ACCOUNT_SETTLE_MINUTES, Daemon, set_provider_clocks
+from scheduler.daemon import Daemon, set_provider_clocks
 from scheduler.ingest import ingest_files
 from scheduler.planning.planner import SpillToDate
 from scheduler.providers_runtime import ProviderSet
@@ -199,7 +199,7 @@ def month_to_date(engine: sa.Engine, ids: dict[str, int], start: dt.datetime = M
         conn.execute(sa.text("SELECT set_config('TimeZone', :zone, true)"),
                      {"zone": session_zone})
         rolled = ledger.month_to_date(conn, every, start, until,
-                                        now=now or until + ledger.ROLLUP_SETTLE)
+                                        now=now or until + ledger.SETTLE)
     with engine.connect() as conn:
         raw = ledger.spill_to_date(conn, every, start, until)
     return rolled, raw
@@ -273,7 +273,7 @@ def test_partial_and_unsettled_days_are_read_raw(engine: sa.Engine, ids: dict[st
     rolled, raw = month_to_date(engine, ids, start, until, now=until)
     assert rolled == raw
     assert rolled_up(engine) == {}
-    rolled, raw = month_to_date(engine, ids, start, until, now=until + ledger.ROLLUP_SETTLE)
+    rolled, raw = month_to_date(engine, ids, start, until, now=until + ledger.SETTLE)
     assert rolled == raw
     assert set(rolled_up(engine)) == {(i, T0.date()) for i in ids.values()}
 
@@ -435,6 +435,20 @@ def make_daemon(engine: sa.Engine) -> Iterator[Any]:
 
 
 @pytest.fixture
+def start_bot(engine: sa.Engine, tmp_path: Path, make_daemon: Any) -> Any:
+    """``start(now, usage_until)``: a daemon for the one deployment "bot" on a clock at
+    ``now``, with its usage stored until ``usage_until``; returns (daemon, clock, id)."""
+
+    def start(now: dt.datetime, usage_until: dt.datetime) -> tuple[Daemon, Clock, int]:
+        clock = Clock(now)
+        daemon = make_daemon(load_config("bot"), clock)
+        ingest_same_usage(engine, tmp_path, ("bot",), usage_until)
+        return daemon, clock, daemon._ids["bot"]
+
+    return start
+
+
+@pytest.fixture
 def spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, SpillToDate | None]:
     """The spill-to-date each deployment's latest plan was made with (the planner is real)."""
     seen: dict[str, SpillToDate | None] = {}
@@ -475,7 +489,7 @@ def test_a_spill_debt_raises_the_planned_capacity(
     with engine.connect() as conn:
         expected = ledger.spill_to_date(
             conn, [owes, clean], dt.datetime(2026, 3, 1, tzinfo=UTC),
-            NOON - dt.timedelta(minutes=ACCOUNT_SETTLE_MINUTES))
+            NOON - ledger.SETTLE)
     assert expected[owes].demand_unit_minutes > 0
     assert expected[owes].spill_unit_minutes == pytest.approx(expected[owes].demand_unit_minutes)
     assert expected[clean].spill_unit_minutes == 0
@@ -519,15 +533,11 @@ def test_each_tick_records_one_ledger_row_per_deployment(
 
 
 def test_the_account_is_read_every_quarter_hour_and_not_twice_in_a_day(
-    engine: sa.Engine, tmp_path: Path, make_daemon: Any
+    engine: sa.Engine, start_bot: Any
 ) -> None:
-    cfg = load_config("bot")
-    clock = Clock(NOON)
-    daemon = make_daemon(cfg, clock)
-    ingest_same_usage(engine, tmp_path, ("bot",), DAY + dt.timedelta(days=1))
-    ident = daemon._ids["bot"]
+    daemon, clock, ident = start_bot(NOON, DAY + dt.timedelta(days=1))
     record_history(engine, ident, 1, T0, 360)
-    settle = dt.timedelta(minutes=ACCOUNT_SETTLE_MINUTES)
+    settle = ledger.SETTLE
     assert daemon.tick(clock.now).ok
     first = daemon._account
     assert first is not None and first.settled_until == NOON - settle
@@ -560,13 +570,9 @@ def test_the_account_is_read_every_quarter_hour_and_not_twice_in_a_day(
 
 
 def test_late_usage_reaches_the_account_at_the_next_daily_rebase(
-    engine: sa.Engine, tmp_path: Path, make_daemon: Any
+    engine: sa.Engine, start_bot: Any
 ) -> None:
-    cfg = load_config("bot")
-    clock = Clock(NOON)
-    daemon = make_daemon(cfg, clock)
-    ingest_same_usage(engine, tmp_path, ("bot",), DAY + dt.timedelta(days=2))
-    ident = daemon._ids["bot"]
+    daemon, clock, ident = start_bot(NOON, DAY + dt.timedelta(days=2))
     record_history(engine, ident, 0, NOON - dt.timedelta(hours=3), 120)
     assert daemon.tick(clock.now).ok
     first = daemon._account
@@ -574,7 +580,7 @@ def test_late_usage_reaches_the_account_at_the_next_daily_rebase(
     # Usage of a minute already in the account arrives an hour late, from another source.
     late = NOON - dt.timedelta(hours=2)
     with engine.begin() as conn:
-        write(conn, "late", [(ident, late, 10 * int(cfg.deployment("bot").unit_tpm), 0)])
+        write(conn, "late", [(ident, late, 10 * int(daemon.config.deployment("bot").unit_tpm), 0)])
     clock.now = NOON + dt.timedelta(minutes=15)
     assert daemon.tick(clock.now).ok
 
@@ -603,18 +609,13 @@ def test_late_usage_reaches_the_account_at_the_next_daily_rebase(
     assert account.levels[ident].spill_unit_minutes == pytest.approx(whole.spill_unit_minutes)
 
 
-def test_a_new_month_starts_a_new_account(
-    engine: sa.Engine, tmp_path: Path, make_daemon: Any
-) -> None:
-    cfg = load_config("bot")
+def test_a_new_month_starts_a_new_account(engine: sa.Engine, start_bot: Any) -> None:
     end = dt.datetime(2026, 3, 31, 23, 50, tzinfo=UTC)
-    clock = Clock(end)
-    daemon = make_daemon(cfg, clock)
-    ingest_same_usage(engine, tmp_path, ("bot",), end + dt.timedelta(hours=2))
-    record_history(engine, daemon._ids["bot"], 0, T0, 60)
+    daemon, clock, ident = start_bot(end, end + dt.timedelta(hours=2))
+    record_history(engine, ident, 0, T0, 60)
     assert daemon.tick(clock.now).ok
     assert daemon._account is not None
-    assert daemon._account.levels[daemon._ids["bot"]].spill_unit_minutes > 0
+    assert daemon._account.levels[ident].spill_unit_minutes > 0
     clock.now = dt.datetime(2026, 4, 1, 0, 5, tzinfo=UTC)
     assert daemon.tick(clock.now).ok
     account = daemon._account
@@ -623,14 +624,9 @@ def test_a_new_month_starts_a_new_account(
 
 
 def test_a_cold_start_late_in_the_month_reads_in_the_background(
-    engine: sa.Engine, tmp_path: Path, make_daemon: Any,
-    spy: dict[str, SpillToDate | None],
+    engine: sa.Engine, start_bot: Any, spy: dict[str, SpillToDate | None],
 ) -> None:
-    cfg = load_config("bot")
-    clock = Clock(NOON)
-    daemon = make_daemon(cfg, clock)
-    ingest_same_usage(engine, tmp_path, ("bot",), DAY + dt.timedelta(days=1))
-    ident = daemon._ids["bot"]
+    daemon, clock, ident = start_bot(NOON, DAY + dt.timedelta(days=1))
     record_history(engine, ident, 0, T0, 120)
     # The daemon's production tick: a month under way is too long to read inline.
     assert daemon.tick(clock.now, refit_inline=False).ok
