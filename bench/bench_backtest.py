@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from scheduler.config import load_config  # noqa: E402
+from scheduler.ingest.files import read_usage_file  # noqa: E402
 from scheduler.planning.backtest import run_backtest  # noqa: E402
-from scheduler.usagefile import read_usage_file  # noqa: E402
 
 START = dt.datetime(2026, 3, 9, tzinfo=dt.UTC)
 END = dt.datetime(2026, 4, 8, tzinfo=dt.UTC)

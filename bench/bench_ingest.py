@@ -22,9 +22,9 @@ from common import admin_url, psql_binary, scratch_database
 
 from scheduler import database as db
 from scheduler.config import parse_config
-from scheduler.ingest import ingest_parsed
+from scheduler.ingest.files import read_usage_file
+from scheduler.ingest.write import ingest_parsed
 from scheduler.store import deployments as deployment_store
-from scheduler.usagefile import read_usage_file
 
 
 def write_trace(path: Path, rows: int, deployments: int) -> None:

@@ -25,8 +25,8 @@ from common import admin_url, scratch_database
 
 from scheduler import database as db
 from scheduler.config import parse_config
-from scheduler.daemon import Daemon, set_provider_clocks
-from scheduler.providers_runtime import ProviderSet
+from scheduler.daemon.providers import ProviderSet
+from scheduler.daemon.tick import Daemon, set_provider_clocks
 from scheduler.store import deployments as deployment_store
 from scheduler.store import usage as usage_store
 

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from scheduler.config import load_config  # noqa: E402
+from scheduler.ingest.files import read_usage_file  # noqa: E402
 from scheduler.planning.economics import (  # noqa: E402
     as_minute,
     committed_unit_minute_rate,
@@ -32,7 +33,6 @@ from scheduler.planning.economics import (  # noqa: E402
     unit_minute_rate,
 )
 from scheduler.planning.hindsight import hindsight_optimum  # noqa: E402
-from scheduler.usagefile import read_usage_file  # noqa: E402
 
 
 def clairvoyant(inp: Any, out: Any, dep: Any, config: Any, hold: int

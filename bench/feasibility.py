@@ -47,10 +47,10 @@ sys.path.insert(0, str(ROOT))
 
 from forecasting._gaps import mask_suspected_gaps  # noqa: E402
 from scheduler.config import load_config  # noqa: E402
+from scheduler.ingest.files import read_usage_file  # noqa: E402
 from scheduler.planning.economics import Commitment, demand_units, schedule_cost  # noqa: E402
 from scheduler.planning.headroom import carry_forward  # noqa: E402
 from scheduler.planning.hindsight import hindsight_optimum  # noqa: E402
-from scheduler.usagefile import read_usage_file  # noqa: E402
 
 FloatArray = npt.NDArray[np.float64]
 CONFIG = ROOT / "examples" / "backtests" / "servegen.toml"

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from forecasting._gaps import mask_suspected_gaps  # noqa: E402
-from scheduler.usagefile import read_usage_file  # noqa: E402
+from scheduler.ingest.files import read_usage_file  # noqa: E402
 
 FloatArray = npt.NDArray[np.float64]
 DAY, WEEK = 1440, 10080

@@ -6,7 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 from scheduler.config import Config, parse_config
-from scheduler.usagefile import write_usage_csv
+from scheduler.ingest.files import write_usage_csv
 
 START = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)  # a Monday
 PEAK = (3750, 1250)  # 3,750 + 3 x 1,250 = 7,500 weighted tokens = 3 units of 2,500
@@ -64,7 +64,7 @@ def config(tmp_path: Path, extra: str = "") -> tuple[Config, Path]:
 
 def cli_with_usage(db_url: str, tmp_path: Path, until: dt.datetime) -> list[str]:
     """Global CLI arguments for a database holding the synthetic usage up to ``until``."""
-    from scheduler.cli import main
+    from scheduler.cli.main import main
 
     path = tmp_path / "capsched.toml"
     path.write_text(CONFIG)

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from scheduler.config import Deployment, Pricing
+from scheduler.ingest.files import read_usage_file
 from scheduler.planning.backtest import run_backtest
 from scheduler.planning.follow import FollowedPlan, FollowSettings
 from scheduler.planning.planner import DemandForecast, Holdings, PlannerSettings, plan
-from scheduler.usagefile import read_usage_file
 
 ROOT = Path(__file__).resolve().parents[1]
 FIELD_PRICING = Pricing(elastic_unit_hour=27379 / 720, dedicated_unit_month=27379)

@@ -15,17 +15,17 @@ import pytest
 import sqlalchemy as sa
 
 from scheduler import database as db
-from scheduler import planrun
-from scheduler.cli import main
+from scheduler.cli.main import main
 from scheduler.config import Config, parse_config
-from scheduler.daemon import Daemon, set_provider_clocks
-from scheduler.ingest import ingest_files
+from scheduler.daemon.providers import ProviderSet
+from scheduler.daemon.tick import Daemon, set_provider_clocks
+from scheduler.ingest.files import write_usage_csv
+from scheduler.ingest.write import ingest_files
+from scheduler.pipeline import plan as planrun
 from scheduler.planning.planner import SpillToDate
-from scheduler.providers_runtime import ProviderSet
 from scheduler.store import deployments as deployment_store
 from scheduler.store import ledger
 from scheduler.store import usage as usage_store
-from scheduler.usagefile import write_usage_csv
 from tests.daemon_support import DAEMON_SECTIONS, OFF_PEAK, PEAK, START
 
 UTC = dt.UTC
@@ -458,7 +458,7 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> dict[str, SpillToDate | None]:
         seen[kwargs["history"].deployment.name] = kwargs.get("spill_to_date")
         return real(**kwargs)
 
-    monkeypatch.setattr("scheduler.daemon.make_plan", make_plan)
+    monkeypatch.setattr("scheduler.daemon.tick.make_plan", make_plan)
     return seen
 
 

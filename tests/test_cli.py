@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler.cli import EXIT_FAILED, EXIT_SCHEMA, EXIT_USAGE, main
+from scheduler.cli.main import EXIT_FAILED, EXIT_SCHEMA, EXIT_USAGE, main
 
 CONFIG = """
 [[deployment]]
@@ -96,7 +96,7 @@ def test_embedded_database_survives_restarts(
             [
                 sys.executable,
                 "-m",
-                "scheduler.cli",
+                "scheduler",
                 "--config",
                 str(config_path),
                 "--log-format",

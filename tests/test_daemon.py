@@ -10,9 +10,9 @@ import pytest
 import sqlalchemy as sa
 
 from scheduler import database as db
-from scheduler.daemon import Daemon, set_provider_clocks
-from scheduler.ingest import ingest_files
-from scheduler.providers_runtime import ProviderSet
+from scheduler.daemon.providers import ProviderSet
+from scheduler.daemon.tick import Daemon, set_provider_clocks
+from scheduler.ingest.write import ingest_files
 from scheduler.store import journal as journal_store
 from scheduler.store import simulated as sim_store
 from tests.daemon_support import START, config, kill_advisory_lock_holders, write_trace

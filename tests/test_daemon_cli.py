@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from scheduler.cli import EXIT_FAILED, EXIT_OK, main
+from scheduler.cli.main import EXIT_FAILED, EXIT_OK, main
 from tests.daemon_support import START, cli_with_usage
 
 NOW = START + dt.timedelta(days=14, hours=7, minutes=50)

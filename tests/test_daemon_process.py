@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from scheduler.config import parse_config
-from scheduler.ingest import ingest_files
+from scheduler.ingest.write import ingest_files
 from scheduler.store import deployments as deployment_store
 from scheduler.store import journal as journal_store
 from scheduler.store import simulated as sim_store
@@ -43,7 +43,7 @@ def prepared(engine: sa.Engine, db_url: str, tmp_path: Path) -> tuple[Path, dict
 
 def capsched(env: dict[str, str], *args: str, timeout: float = 120
              ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "scheduler.cli", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "scheduler", *args], env=env,
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
@@ -104,7 +104,7 @@ def test_sigkill_at_each_step_of_sending_yields_every_action_exactly_once(
 
 def _start(env: dict[str, str], replay_from: dt.datetime, speed: float) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "scheduler.cli", "run", "--replay-from", replay_from.isoformat(),
+        [sys.executable, "-m", "scheduler", "run", "--replay-from", replay_from.isoformat(),
          "--speed", str(speed)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from scheduler.cli import main
+from scheduler.cli.main import main
 
 CONFIG = """
 [[deployment]]

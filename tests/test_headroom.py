@@ -192,7 +192,7 @@ def test_commitments_are_judged_against_the_capacity_elastic_would_hold() -> Non
 
 
 def test_headroom_is_calibrated_per_deployment_in_groups() -> None:
-    from scheduler.pipeline import History, headroom_by_deployment
+    from scheduler.pipeline.forecast import History, headroom_by_deployment
 
     rng = np.random.default_rng(11)
     start = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)

@@ -10,10 +10,10 @@ import pytest
 import sqlalchemy as sa
 
 from scheduler.config import parse_config
-from scheduler.ingest import IngestError, ingest_files
+from scheduler.ingest.files import UsageFileError
+from scheduler.ingest.write import IngestError, ingest_files
 from scheduler.store import deployments as deployment_store
 from scheduler.store import usage as usage_store
-from scheduler.usagefile import UsageFileError
 
 HEADER = "minute_utc,input_tokens,output_tokens,requests\n"
 

@@ -14,9 +14,10 @@ from typing import Any, Self
 
 import pytest
 import sqlalchemy as sa
+from reference_server import ManualClock
 
-from scheduler import journal
-from scheduler.journal import ActionRequest
+from scheduler.daemon import journal
+from scheduler.daemon.journal import ActionRequest
 from scheduler.providers.base import (
     DEFAULT_TIMEOUT_SECONDS,
     CommitmentReceipt,
@@ -26,7 +27,6 @@ from scheduler.providers.base import (
     ProviderLimits,
     RequestLookup,
 )
-from scheduler.providers.http_reference import ManualClock
 from scheduler.providers.retry import Disposition
 from scheduler.providers.simulated import SimulatedProvider
 from scheduler.store import journal as jstore

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from scheduler.metrics import (
+from scheduler.observe.metrics import (
     AddressError,
     Metrics,
     MetricsServer,

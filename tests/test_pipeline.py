@@ -5,7 +5,7 @@ import datetime as dt
 import numpy as np
 
 from scheduler.config import parse_config
-from scheduler.pipeline import History, HistoryBuffer
+from scheduler.pipeline.forecast import History, HistoryBuffer
 
 DEPLOYMENT = parse_config({"deployment": [
     {"name": "d", "provider": "simulated", "unit_tpm": 1, "pricing": {"elastic_unit_hour": 1}}]

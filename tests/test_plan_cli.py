@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from scheduler.cli import EXIT_LOCKED, main
+from scheduler.cli.main import EXIT_LOCKED, main
 from scheduler.store import locks
 from tests.daemon_support import START, cli_with_usage
 

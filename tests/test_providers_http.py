@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from reference_server import Fault, ManualClock, ReferenceServer, ReferenceState
 
 from scheduler.providers import (
     AuthenticationError,
@@ -42,7 +43,6 @@ from scheduler.providers.http import (
     MockTransport,
     parse_retry_after,
 )
-from scheduler.providers.http_reference import Fault, ManualClock, ReferenceServer, ReferenceState
 
 T0 = dt.datetime(2025, 3, 3, 9, 0, tzinfo=dt.UTC)
 TOKEN = "s3cret-token"

@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 
 from scheduler import database as db
 from scheduler.config import parse_config
-from scheduler.push import PushConfigError, PushServer
+from scheduler.ingest.push import PushConfigError, PushServer
 from scheduler.store import deployments as deployment_store
 
 TOKEN = "s3cret-push-token"

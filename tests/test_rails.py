@@ -6,12 +6,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from scheduler.config import parse_config
-from scheduler.planning.economics import Commitment
-from scheduler.rails import (
+from scheduler.daemon.rails import (
     commitment_within_budget,
     committed_spend_in,
     elastic_target,
 )
+from scheduler.planning.economics import Commitment
 
 DEPLOYMENT = parse_config({"deployment": [
     {"name": "d", "provider": "simulated", "unit_tpm": 1000, "min_units": 1, "max_units": 10,

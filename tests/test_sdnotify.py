@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from scheduler import sdnotify
+from scheduler.observe import sdnotify
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from reference_server import ManualClock
 
 from scheduler.providers import create_provider
 from scheduler.providers.base import RequestStatus
@@ -21,7 +22,6 @@ from scheduler.providers.errors import (
     QuotaExceededError,
     TemporaryProviderError,
 )
-from scheduler.providers.http_reference import ManualClock
 from scheduler.providers.simulated import SimulatedProvider
 from scheduler.store import simulated as sim
 

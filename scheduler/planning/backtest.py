@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from scheduler.config import Deployment
+from scheduler.ingest.files import ParsedUsage
 from scheduler.planning.economics import (
     CostBreakdown,
     FloatArray,
@@ -47,7 +48,6 @@ from scheduler.planning.planner import (
     plan,
 )
 from scheduler.planning.simulator import ProviderEvent, SimulatedProvider
-from scheduler.usagefile import ParsedUsage
 
 MINUTE = dt.timedelta(minutes=1)
 

@@ -4,7 +4,8 @@
 * :mod:`.errors`: the error hierarchy rooted at :class:`ProviderError`.
 * :mod:`.registry`: :func:`create_provider`, finding implementations by entry point.
 * :mod:`.retry`: :func:`call_with_retry` and the per-deployment :class:`Backoff`.
-* :mod:`.http`: the ``http`` adapter; :mod:`.http_reference`: a reference server for it.
+* :mod:`.http`: the ``http`` adapter; its reference server is
+  ``examples/http_provider/reference_server.py``.
 
 Importing this package imports no adapter (the registry loads them on demand), so a broken or
 absent third-party provider never breaks the rest of capsched.

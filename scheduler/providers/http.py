@@ -2,7 +2,7 @@
 
 Any platform can put a shim speaking this protocol in front of its capacity API; the
 protocol is written down in ``docs/http-provider.md`` and implemented by
-:mod:`scheduler.providers.http_reference`.
+:mod:`reference_server`.
 
 The adapter is split at a one-method seam, :class:`Transport` (as in httpx): the adapter
 builds an :class:`HttpRequest`, a transport turns it into an :class:`HttpResponse`.

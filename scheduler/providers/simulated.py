@@ -1,7 +1,7 @@
 """The simulated provider: the provider contract with its books in PostgreSQL.
 
 It follows the same semantics as the HTTP reference server
-(:mod:`scheduler.providers.http_reference`) — lead time, min-hold clamping, quota, max step,
+(:mod:`reference_server`) — lead time, min-hold clamping, quota, max step,
 a finite pool, idempotency keys with replay and conflict detection — but keeps its state in
 the scheduler's database (:mod:`scheduler.store.simulated`), so a request recorded by one
 process is known to the next. That is what lets the daemon's crash recovery be tested for

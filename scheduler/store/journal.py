@@ -3,7 +3,7 @@
 ``action``: one change at a provider, written (``planned``) with its idempotency key BEFORE
 it is sent; then ``sent`` (committed before the provider is called), then ``confirmed`` or
 ``failed``; a still-planned elastic target replaced by a newer one becomes ``superseded``.
-The orchestration lives in :mod:`scheduler.journal`; this module only reads and writes.
+The orchestration lives in :mod:`scheduler.daemon.journal`; this module only reads and writes.
 
 Users query ``pending_actions`` (a view created by migration 0004: planned or sent actions
 with the deployment's name).

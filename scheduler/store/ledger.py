@@ -19,7 +19,7 @@ daemon observed, and the service level realised over a period from it.
   and a month to date reads at most about a day raw; a stored day is recomputed when usage
   of that day is written later, when the ledger records one of its minutes again, or when
   the deployment's unit size or output weight changed. The daemon also keeps its month to
-  date in memory and adds each settled quarter hour once (``scheduler/daemon.py``).
+  date in memory and adds each settled quarter hour once (``scheduler/daemon/tick.py``).
 """
 
 from __future__ import annotations

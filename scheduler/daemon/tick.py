@@ -34,10 +34,11 @@ import sqlalchemy as sa
 import structlog
 
 import forecasting
-from scheduler import journal, rails
 from scheduler.config import Config, ConfigError, Deployment
-from scheduler.metrics import Metrics
-from scheduler.pipeline import (
+from scheduler.daemon import journal, rails
+from scheduler.daemon.providers import ProviderSet
+from scheduler.observe.metrics import Metrics
+from scheduler.pipeline.forecast import (
     History,
     HistoryBuffer,
     headroom_by_deployment,
@@ -45,14 +46,13 @@ from scheduler.pipeline import (
     minute_floor,
     refit,
 )
+from scheduler.pipeline.plan import COMMIT_FORECAST_MINUTES, make_plan
 from scheduler.planning.economics import Commitment
 from scheduler.planning.follow import ROUTINE, FollowedPlan, FollowSettings
 from scheduler.planning.headroom import HeadroomCurve
 from scheduler.planning.planner import SpillToDate
-from scheduler.planrun import COMMIT_FORECAST_MINUTES, make_plan
 from scheduler.providers.base import Holdings, Provider
 from scheduler.providers.errors import ProviderError
-from scheduler.providers_runtime import ProviderSet
 from scheduler.store import decisions as decision_store
 from scheduler.store import deployments as deployment_store
 from scheduler.store import forecasts as forecast_store

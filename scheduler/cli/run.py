@@ -15,14 +15,15 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from scheduler import cli, sdnotify
+from scheduler.cli import main as cli
 from scheduler.config import Config, ConfigError, load_config
 from scheduler.credentials import SecretError, resolve_secret
-from scheduler.daemon import Daemon, set_provider_clocks
-from scheduler.logs import configure_logging
-from scheduler.metrics import start_metrics_server
-from scheduler.providers_runtime import ProviderSet
-from scheduler.push import PushServer
+from scheduler.daemon.providers import ProviderSet
+from scheduler.daemon.tick import Daemon, set_provider_clocks
+from scheduler.ingest.push import PushServer
+from scheduler.observe import sdnotify
+from scheduler.observe.logs import configure_logging
+from scheduler.observe.metrics import start_metrics_server
 from scheduler.store import journal as journal_store
 
 log = structlog.get_logger()

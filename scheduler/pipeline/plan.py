@@ -12,7 +12,7 @@ import numpy as np
 
 import forecasting
 from scheduler.config import Deployment
-from scheduler.pipeline import History
+from scheduler.pipeline.forecast import History
 from scheduler.planning import economics, planner
 from scheduler.planning.headroom import HeadroomCurve
 from scheduler.planning.inputs import SEASONAL_HISTORY_MINUTES, planning_forecast

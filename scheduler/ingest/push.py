@@ -3,8 +3,8 @@
 ``POST /v1/usage?deployment=NAME&source=S`` with a body in the usage file format (JSON
 Lines, ``Content-Type: application/x-ndjson``, or CSV, ``text/csv``), optionally gzipped
 (``Content-Encoding: gzip``), runs the very path of ``capsched ingest``: the body is
-validated all-or-nothing by :func:`scheduler.usagefile.parse_usage_bytes`, then written by
-:func:`scheduler.ingest.ingest_parsed` (COPY + upsert in one transaction). Re-pushing the
+validated all-or-nothing by :func:`scheduler.ingest.files.parse_usage_bytes`, then written by
+:func:`scheduler.ingest.write.ingest_parsed` (COPY + upsert in one transaction). Re-pushing the
 same rows is harmless: minutes are upserted, not added.
 
 ``deployment`` may be omitted when the body has a ``deployment`` column; ``source`` defaults
@@ -49,9 +49,9 @@ import psycopg
 import sqlalchemy as sa
 import structlog
 
-from scheduler.ingest import IngestError, ingest_parsed
-from scheduler.metrics import is_loopback, parse_address
-from scheduler.usagefile import UsageFileError, parse_usage_bytes
+from scheduler.ingest.files import UsageFileError, parse_usage_bytes
+from scheduler.ingest.write import IngestError, ingest_parsed
+from scheduler.observe.metrics import is_loopback, parse_address
 
 DEFAULT_ADDRESS = "127.0.0.1:8787"
 MAX_BODY_BYTES = 64 * 1024 * 1024

@@ -6,7 +6,7 @@ In-memory, single process, standard library only. It exists for two audiences:
   :class:`~scheduler.providers.http.HttpProvider` against it over real sockets;
 * integrators writing a shim for their platform, who can read it as a template (replace
   :class:`ReferenceState` by calls to the platform's capacity API) or run it to try the
-  protocol with curl: ``python -m scheduler.providers.http_reference --help``.
+  protocol with curl: ``python examples/http_provider/reference_server.py --help``.
 
 It honours the rules of the protocol: bearer auth, idempotency keys (a replay returns the
 stored answer, a different request under a used key is a 409), lead time (new units are
@@ -608,7 +608,7 @@ def _handler_for(server: ReferenceServer) -> type[BaseHTTPRequestHandler]:
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the reference server (for trying the protocol by hand)."""
     parser = argparse.ArgumentParser(
-        prog="python -m scheduler.providers.http_reference",
+        prog="python examples/http_provider/reference_server.py",
         description="In-memory reference server for the capsched HTTP provider protocol.",
     )
     parser.add_argument("--host", default="127.0.0.1")

@@ -29,12 +29,12 @@ import structlog
 from scheduler import __version__
 from scheduler import database as db
 from scheduler.config import Config, ConfigError, load_config
-from scheduler.ingest import IngestError, ingest_files
-from scheduler.logs import configure_logging
+from scheduler.ingest.files import UsageFileError
+from scheduler.ingest.write import IngestError, ingest_files
+from scheduler.observe.logs import configure_logging
 from scheduler.store import deployments as deployment_store
 from scheduler.store import retention
 from scheduler.store import usage as usage_store
-from scheduler.usagefile import UsageFileError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SCHEMA, EXIT_DATABASE, EXIT_LOCKED = 0, 1, 2, 3, 4, 75
 
@@ -210,15 +210,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load_extensions() -> None:
-    # Imported here so `capsched ingest` does not pay for statsmodels and APScheduler.
+    # Imported here so `capsched ingest` does not pay for statsmodels and APScheduler. Every
+    # module of this package but this one adds its subcommands on import (EXTENSIONS), so a new
+    # command is a new file: no list here to edit. Sorted, so `--help` lists a stable order.
     import importlib
+    import pkgutil
 
-    for module in ("scheduler.cli_forecast", "scheduler.cli_plan", "scheduler.cli_daemon"):
+    import scheduler.cli as package
+
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if info.name == "main" or info.name.startswith("_"):
+            continue
+        module = f"{package.__name__}.{info.name}"
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
-            if exc.name != module:
+            # An optional extra (a vendor SDK) that is not installed hides its commands only.
+            if exc.name == module:
                 raise
+            structlog.get_logger("capsched.cli").debug(
+                "cli.extension_unavailable", module=module, missing=exc.name
+            )
 
 
 def apply_flags(config: Config, args: argparse.Namespace) -> Config:
@@ -381,7 +393,7 @@ def cmd_status(ctx: Context) -> int:
 
 if __name__ == "__main__":
     # Run as a script this module is __main__; the subcommand modules register on the
-    # imported scheduler.cli, so dispatch through that one.
-    from scheduler import cli as _cli
+    # imported scheduler.cli.main, so dispatch through that one.
+    from scheduler.cli import main as _cli
 
     sys.exit(_cli.main())

@@ -9,19 +9,19 @@ from typing import Any
 
 import structlog
 
-from scheduler import cli
+from scheduler.cli import main as cli
 from scheduler.config import ConfigError
-from scheduler.pipeline import headroom_by_deployment, load_histories, minute_floor, refit
+from scheduler.daemon.providers import provider_set
+from scheduler.ingest.files import read_usage_file
+from scheduler.pipeline.forecast import headroom_by_deployment, load_histories, minute_floor, refit
+from scheduler.pipeline.plan import COMMIT_FORECAST_MINUTES, make_plan
 from scheduler.planning.planner import SpillToDate
-from scheduler.planrun import COMMIT_FORECAST_MINUTES, make_plan
 from scheduler.providers.errors import ProviderError
-from scheduler.providers_runtime import provider_set
 from scheduler.store import deployments as deployment_store
 from scheduler.store import forecasts as forecast_store
 from scheduler.store import ledger as ledger_store
 from scheduler.store import locks, partitions
 from scheduler.store import plans as plan_store
-from scheduler.usagefile import read_usage_file
 
 log = structlog.get_logger()
 

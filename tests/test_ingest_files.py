@@ -6,7 +6,7 @@ import io
 import numpy as np
 import pytest
 
-from scheduler.usagefile import UsageFileError, parse_usage_bytes, read_usage_file
+from scheduler.ingest.files import UsageFileError, parse_usage_bytes, read_usage_file
 
 HEADER = "minute_utc,input_tokens,output_tokens,requests\n"
 

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 
 import forecasting
-from scheduler import cli
-from scheduler.pipeline import load_histories, refit
+from scheduler.cli import main as cli
+from scheduler.ingest.files import read_usage_file
+from scheduler.pipeline.forecast import load_histories, refit
 from scheduler.store import deployments as deployment_store
 from scheduler.store import forecasts as forecast_store
-from scheduler.usagefile import read_usage_file
 
 
 def add_commands(sub: Any) -> None:

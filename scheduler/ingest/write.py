@@ -13,9 +13,9 @@ from typing import IO
 import numpy as np
 import sqlalchemy as sa
 
+from scheduler.ingest.files import DEPLOYMENT_COLUMN, ParsedUsage, UsageFileError, read_usage_file
 from scheduler.store import deployments as deployment_store
 from scheduler.store import usage as usage_store
-from scheduler.usagefile import DEPLOYMENT_COLUMN, ParsedUsage, UsageFileError, read_usage_file
 
 
 class IngestError(ValueError):
