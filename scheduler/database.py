@@ -7,6 +7,7 @@ which refuses an outdated database and names the command that upgrades it.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -116,10 +117,16 @@ def embedded_postgres(data_dir: Path) -> Iterator[str]:
 
 
 def migrations_dir() -> Path:
+    """The Alembic script directory: ``$CAPSCHED_MIGRATIONS_DIR``, else the source tree's
+    ``migrations/`` (a clone or an editable install), else the copy a wheel installs under
+    ``<prefix>/share/capsched/migrations`` (pyproject's data-files)."""
     override = os.environ.get("CAPSCHED_MIGRATIONS_DIR")
     if override:
         return Path(override)
-    return Path(__file__).resolve().parent.parent / "migrations"
+    source = Path(__file__).resolve().parent.parent / "migrations"
+    if (source / "env.py").is_file():
+        return source
+    return Path(sys.prefix) / "share" / "capsched" / "migrations"
 
 
 def alembic_config(url: str) -> AlembicConfig:
