@@ -83,6 +83,42 @@ class CalendarEntry:
 
 
 @dataclass(frozen=True)
+class PullSource:
+    """A ``[[deployment.source]]``: where the daemon pulls this deployment's usage from.
+
+    ``name`` is the usage source the minutes are stored under (default: the kind);
+    ``options`` holds the kind's own keys (see :data:`SOURCE_KEYS`) as sorted pairs.
+    """
+
+    kind: str
+    name: str
+    #: Minutes before the high-water mark read again on every pull, to catch late points.
+    trailing_minutes: int = 15
+    #: Seconds between two pulls by the daemon.
+    interval_seconds: int = 60
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def option(self, key: str, default: Any = None) -> Any:
+        return dict(self.options).get(key, default)
+
+
+#: Keys of each pull-source kind: name -> (type, required). Documented in README "Pull sources".
+SOURCE_KEYS: dict[str, dict[str, tuple[type, bool]]] = {
+    "cloudwatch": {"model_id": (str, True), "region": (str, False), "profile": (str, False),
+                   "endpoint_url": (str, False), "namespace": (str, False),
+                   "input_metric": (str, False), "output_metric": (str, False),
+                   "requests_metric": (str, False), "dimension": (str, False)},
+    "azure_monitor": {"resource_id": (str, True), "deployment_name": (str, False),
+                      "input_metric": (str, False), "output_metric": (str, False),
+                      "requests_metric": (str, False), "dimension": (str, False)},
+    "prometheus": {"url": (str, True), "input_query": (str, True), "output_query": (str, True),
+                   "requests_query": (str, True), "bearer_token_file": (str, False),
+                   "timeout_seconds": (float, False)},
+}
+_SOURCE_COMMON = {"kind", "name", "trailing_minutes", "interval_seconds"}
+
+
+@dataclass(frozen=True)
 class Deployment:
     """One model served at one provider: the unit of planning."""
 
@@ -100,6 +136,7 @@ class Deployment:
     max_spill_fraction: float = 0.01
     timezone: str = "UTC"
     calendar: tuple[CalendarEntry, ...] = ()
+    source: tuple[PullSource, ...] = ()
 
     def demand_units(self, input_tokens: float, output_tokens: float) -> float:
         return (input_tokens + self.output_token_weight * output_tokens) / self.unit_tpm
@@ -151,6 +188,9 @@ class IngestSettings:
     default_source: str = "default"
     #: Treat a run of at least this many all-zero minutes as a logging gap (0 = never).
     zero_gap_minutes: int = 10
+    #: ... but only while it is shorter than this: reported zeros that go on this long are
+    #: load, and capacity follows them down to min_units (0 = zeros may be a gap forever).
+    zero_load_after_minutes: int = 120
 
 
 @dataclass(frozen=True)
@@ -393,8 +433,17 @@ def _parse_deployment(item: Any, where: str, index: int) -> Deployment:
     calendar = tuple(
         _parse_calendar(entry, f"{label} calendar #{i + 1}") for i, entry in enumerate(calendar_raw)
     )
-    scalars = _checked(Deployment, item, label, skip=frozenset({"pricing", "calendar"}))
-    deployment = Deployment(pricing=pricing, calendar=calendar, **scalars)
+    source_raw = item.get("source", [])
+    if not isinstance(source_raw, list):
+        raise ConfigError(f"{label}: key 'source' must be an array of tables "
+                          "([[deployment.source]])")
+    sources = tuple(
+        _parse_source(entry, f"{label} source #{i + 1}") for i, entry in enumerate(source_raw)
+    )
+    if len({s.name for s in sources}) != len(sources):
+        raise ConfigError(f"{label}: two sources share a name; give each a distinct 'name'")
+    scalars = _checked(Deployment, item, label, skip=frozenset({"pricing", "calendar", "source"}))
+    deployment = Deployment(pricing=pricing, calendar=calendar, source=sources, **scalars)
     if not deployment.model:
         deployment = replace(deployment, model=deployment.name)
     _validate_deployment(deployment, label)
@@ -425,6 +474,38 @@ def _parse_calendar(entry: Any, where: str) -> CalendarEntry:
     return CalendarEntry(
         date=raw_date, like=like.lower() if like else None, multiplier=multiplier, note=note
     )
+
+
+def _parse_source(entry: Any, where: str) -> PullSource:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: must be a table")
+    kind = entry.get("kind")
+    if kind not in SOURCE_KEYS:
+        raise ConfigError(f"{where}: key 'kind' must be one of {', '.join(SOURCE_KEYS)}, "
+                          f"got {kind!r}")
+    keys = SOURCE_KEYS[kind]
+    options = {}
+    for key, value in entry.items():
+        if key in _SOURCE_COMMON:
+            continue
+        if key not in keys:
+            known = ", ".join(sorted(_SOURCE_COMMON | set(keys)))
+            raise ConfigError(f"{where}: unknown key {key!r} for kind {kind!r} (known: {known})")
+        options[key] = _check_type(value, keys[key][0].__name__, where, key)
+    for key, (_, required) in keys.items():
+        if required and not options.get(key):
+            raise ConfigError(f"{where}: missing required key {key!r} for kind {kind!r}")
+    name = _check_type(entry.get("name", kind), "str", where, "name")
+    trailing = _check_type(entry.get("trailing_minutes", 15), "int", where, "trailing_minutes")
+    interval = _check_type(entry.get("interval_seconds", 60), "int", where, "interval_seconds")
+    if not name.strip():
+        raise ConfigError(f"{where}: key 'name' must not be empty")
+    if trailing < 0:
+        raise ConfigError(f"{where}: key 'trailing_minutes' must be >= 0")
+    if interval < 1:
+        raise ConfigError(f"{where}: key 'interval_seconds' must be >= 1")
+    return PullSource(kind=kind, name=name, trailing_minutes=trailing, interval_seconds=interval,
+                      options=tuple(sorted(options.items())))
 
 
 def _validate_deployment(d: Deployment, label: str) -> None:

@@ -30,6 +30,7 @@ TABLE_MODULES = (
     "scheduler.store.simulated",
     "scheduler.store.decisions",
     "scheduler.store.ledger",
+    "scheduler.store.sources",
 )
 
 

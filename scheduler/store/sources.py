@@ -1,0 +1,126 @@
+"""State of the pull sources: one ``pull_source`` row per (deployment, source name).
+
+The high-water mark is the end (exclusive, a minute boundary) of the minutes a source has
+read and written. It only moves forward after the minutes below it are committed, so a
+pull killed half-way resumes from the last committed window; the minutes themselves are
+idempotent by (deployment, source, minute), so reading a window twice never double counts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from scheduler.store.filters import one_of
+from scheduler.store.metadata import metadata
+
+pull_source_table = sa.Table(
+    "pull_source",
+    metadata,
+    sa.Column("deployment_id", sa.Integer, sa.ForeignKey("deployment.id"), nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("high_water", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("last_attempt_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("last_success_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("stale", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("minutes_last", sa.Integer, nullable=False, server_default="0"),
+    sa.PrimaryKeyConstraint("deployment_id", "source"),
+)
+
+
+@dataclass(frozen=True)
+class SourceState:
+    deployment_id: int
+    source: str
+    kind: str
+    high_water: dt.datetime | None
+    last_attempt_at: dt.datetime | None
+    last_success_at: dt.datetime | None
+    failures: int
+    stale: bool
+    last_error: str | None
+    minutes_last: int
+
+
+def read_state(conn: sa.Connection, deployment_id: int, source: str) -> SourceState | None:
+    t = pull_source_table
+    row = conn.execute(
+        sa.select(t).where(t.c.deployment_id == deployment_id, t.c.source == source)
+    ).one_or_none()
+    return None if row is None else SourceState(**row._mapping)
+
+
+def all_states(conn: sa.Connection) -> list[SourceState]:
+    t = pull_source_table
+    rows = conn.execute(sa.select(t).order_by(t.c.deployment_id, t.c.source)).all()
+    return [SourceState(**row._mapping) for row in rows]
+
+
+def _upsert(conn: sa.Connection, deployment_id: int, source: str, kind: str,
+            insert: dict[str, object], update: dict[str, object] | None = None) -> None:
+    """Insert the row with ``insert``, or update an existing one with ``update`` (which may
+    refer to the stored columns) falling back to ``insert``."""
+    t = pull_source_table
+    stmt = pg_insert(t).values(deployment_id=deployment_id, source=source, kind=kind, **insert)
+    conn.execute(stmt.on_conflict_do_update(
+        index_elements=[t.c.deployment_id, t.c.source],
+        set_={"kind": kind, **insert, **(update or {})}))
+
+
+def record_success(
+    conn: sa.Connection, deployment_id: int, source: str, kind: str, *,
+    high_water: dt.datetime, now: dt.datetime, minutes: int,
+) -> None:
+    """A window up to ``high_water`` was read and its minutes committed.
+
+    ``minutes`` = 0 (the source answered with nothing) marks the usage stale. The mark never
+    moves backwards (a backfill of old minutes leaves a later mark where it is).
+    """
+    t = pull_source_table
+    empty = minutes == 0
+    _upsert(
+        conn, deployment_id, source, kind,
+        {"high_water": high_water, "last_attempt_at": now,
+         "last_success_at": None if empty else now, "failures": 0, "stale": empty,
+         "last_error": "the source returned no minutes" if empty else None,
+         "minutes_last": minutes},
+        {"high_water": sa.func.greatest(t.c.high_water, high_water),
+         "last_success_at": t.c.last_success_at if empty else now},
+    )
+
+
+def record_failure(
+    conn: sa.Connection, deployment_id: int, source: str, kind: str, *,
+    now: dt.datetime, error: str,
+) -> None:
+    """A pull failed: the mark stays, the usage is stale until a pull succeeds."""
+    t = pull_source_table
+    _upsert(
+        conn, deployment_id, source, kind,
+        {"last_attempt_at": now, "stale": True, "last_error": error[:2000], "failures": 1,
+         "minutes_last": 0},
+        {"failures": t.c.failures + 1},
+    )
+
+
+def set_high_water(conn: sa.Connection, deployment_id: int, source: str, kind: str,
+                   high_water: dt.datetime) -> None:
+    """Set the mark outright (operators and tests: "read from here on")."""
+    _upsert(conn, deployment_id, source, kind, {"high_water": high_water})
+
+
+def stale_deployment_ids(conn: sa.Connection, deployment_ids: Sequence[int] | None = None
+                         ) -> set[int]:
+    """Deployments whose pull source last failed or answered with nothing."""
+    t = pull_source_table
+    query = sa.select(t.c.deployment_id).where(t.c.stale).distinct()
+    if deployment_ids is not None:
+        query = query.where(one_of(t.c.deployment_id, deployment_ids))
+    return {int(i) for i in conn.execute(query).scalars()}
