@@ -7,13 +7,13 @@ real socket. Faults (errors, slow answers) are injected server-side.
 from __future__ import annotations
 
 import datetime as dt
-import http.client
 import random
 import socket
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from reference_server import Fault, ManualClock, ReferenceServer, ReferenceState
 
@@ -22,6 +22,7 @@ from scheduler.providers import (
     IdempotencyConflictError,
     InvalidRequestError,
     NotSupportedError,
+    OutcomeUnknownError,
     OutOfCapacityError,
     PermanentProviderError,
     ProviderConfigError,
@@ -36,13 +37,7 @@ from scheduler.providers import (
     TemporaryProviderError,
     call_with_retry,
 )
-from scheduler.providers.http import (
-    HttpProvider,
-    HttpRequest,
-    HttpResponse,
-    MockTransport,
-    parse_retry_after,
-)
+from scheduler.providers.http import HttpProvider, parse_retry_after
 
 T0 = dt.datetime(2025, 3, 3, 9, 0, tzinfo=dt.UTC)
 TOKEN = "s3cret-token"
@@ -400,7 +395,8 @@ def test_connection_refused_is_temporary() -> None:
     with pytest.raises(ProviderUnavailable) as caught:
         provider.limits(DEPLOYMENT)
     assert isinstance(caught.value, TemporaryProviderError)
-    assert isinstance(caught.value.__cause__, ConnectionRefusedError)
+    assert isinstance(caught.value.__cause__, httpx.ConnectError)
+    assert "refused" in str(caught.value)
 
 
 def test_malformed_arguments_never_reach_the_wire(provider: HttpProvider) -> None:
@@ -416,19 +412,27 @@ def test_malformed_arguments_never_reach_the_wire(provider: HttpProvider) -> Non
 # -- edge mapping, through the transport seam --------------------------------------------
 
 
-def mock_provider(response: HttpResponse | Exception) -> tuple[HttpProvider, list[HttpRequest]]:
-    seen: list[HttpRequest] = []
+def mock_provider(
+    response: httpx.Response | Exception,
+) -> tuple[HttpProvider, list[httpx.Request]]:
+    """A provider whose every call is answered by ``response`` through httpx.MockTransport."""
+    seen: list[httpx.Request] = []
 
-    def handler(request: HttpRequest) -> HttpResponse:
+    def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         if isinstance(response, Exception):
             raise response
         return response
 
     provider = HttpProvider(
-        "shim", url="http://127.0.0.1:9/base/", token=TOKEN, transport=MockTransport(handler)
+        "shim", url="http://127.0.0.1:9/base/", token=TOKEN, transport=httpx.MockTransport(handler)
     )
     return provider, seen
+
+
+def answer(status: int, body: bytes = b"", headers: dict[str, str] | None = None
+           ) -> httpx.Response:
+    return httpx.Response(status, headers=headers or {}, content=body)
 
 
 def test_request_carries_auth_key_timeout_and_quoted_path() -> None:
@@ -436,44 +440,55 @@ def test_request_carries_auth_key_timeout_and_quoted_path() -> None:
         b'{"reference": "r1", "accepted_units": 2, "effective_at": "2025-03-03T09:05:00Z",'
         b' "status": "done"}'
     )
-    provider, seen = mock_provider(HttpResponse(200, {}, body))
+    provider, seen = mock_provider(answer(200, body))
 
     receipt = provider.set_elastic_target("team/a b", 2, idempotency_key="K-1")
 
     (request,) = seen
     assert request.method == "POST"
-    assert request.url == "http://127.0.0.1:9/base/v1/deployments/team%2Fa%20b/elastic"
+    assert str(request.url) == "http://127.0.0.1:9/base/v1/deployments/team%2Fa%20b/elastic"
     assert request.headers["Authorization"] == f"Bearer {TOKEN}"
     assert request.headers["Idempotency-Key"] == "K-1"
-    assert request.body == b'{"target_units":2}'
-    assert request.timeout == 10.0  # on by default
+    assert request.content == b'{"target_units":2}'
+    # A timeout on every phase, on by default.
+    phases = ("connect", "read", "write", "pool")
+    assert request.extensions["timeout"] == dict.fromkeys(phases, 10.0)
     assert receipt.effective_at == T0 + minutes(5)
+
+
+def _certificate_failure() -> httpx.ConnectError:
+    try:
+        try:
+            raise ssl.SSLCertVerificationError(1, "bad cert")
+        except ssl.SSLError as inner:
+            raise httpx.ConnectError("certificate verify failed") from inner
+    except httpx.ConnectError as outer:
+        return outer
 
 
 @pytest.mark.parametrize(
     ("response", "expected"),
     [
-        (HttpResponse(200, {}, b"<html>not json</html>"), ProviderProtocolError),
-        (HttpResponse(200, {}, b"[1, 2]"), ProviderProtocolError),
-        (HttpResponse(502, {}, b"<html>bad gateway</html>"), ProviderUnavailable),
-        (HttpResponse(500, {}, b""), ProviderUnavailable),
-        (HttpResponse(403, {}, b""), AuthenticationError),
-        (HttpResponse(422, {}, b'{"error": {"code": "whatever"}}'), InvalidRequestError),
-        (HttpResponse(409, {}, b""), IdempotencyConflictError),
-        (
-            HttpResponse(409, {}, b'{"error": {"code": "request_in_progress"}}'),
-            ProviderUnavailable,
-        ),
-        (HttpResponse(422, {}, b'{"error": {"code": "quota_exceeded"}}'), QuotaExceededError),
-        (HttpResponse(501, {}, b""), NotSupportedError),
-        (HttpResponse(302, {"location": "http://elsewhere/"}, b""), ProviderProtocolError),
-        (http.client.RemoteDisconnected("closed"), ProviderUnavailable),
-        (ConnectionResetError("reset"), ProviderUnavailable),
-        (TimeoutError("timed out"), ProviderTimeout),
-        (ssl.SSLCertVerificationError(1, "bad cert"), PermanentProviderError),
+        (answer(200, b"<html>not json</html>"), ProviderProtocolError),
+        (answer(200, b"[1, 2]"), ProviderProtocolError),
+        (answer(502, b"<html>bad gateway</html>"), ProviderUnavailable),
+        (answer(500), ProviderUnavailable),
+        (answer(403), AuthenticationError),
+        (answer(422, b'{"error": {"code": "whatever"}}'), InvalidRequestError),
+        (answer(409), IdempotencyConflictError),
+        (answer(409, b'{"error": {"code": "request_in_progress"}}'), ProviderUnavailable),
+        (answer(422, b'{"error": {"code": "quota_exceeded"}}'), QuotaExceededError),
+        (answer(501), NotSupportedError),
+        (answer(302, headers={"location": "http://elsewhere/"}), ProviderProtocolError),
+        (httpx.RemoteProtocolError("closed"), ProviderUnavailable),
+        (httpx.ReadError("reset"), ProviderUnavailable),
+        (httpx.ConnectError("refused"), ProviderUnavailable),
+        (httpx.ReadTimeout("timed out"), ProviderTimeout),
+        (httpx.ConnectTimeout("timed out"), ProviderTimeout),
+        (_certificate_failure(), PermanentProviderError),
     ],
 )
-def test_edge_mapping(response: HttpResponse | Exception, expected: type[ProviderError]) -> None:
+def test_edge_mapping(response: httpx.Response | Exception, expected: type[ProviderError]) -> None:
     provider, _ = mock_provider(response)
 
     with pytest.raises(ProviderError) as caught:
@@ -483,9 +498,45 @@ def test_edge_mapping(response: HttpResponse | Exception, expected: type[Provide
     assert (caught.value.provider, caught.value.operation) == ("shim", "lookup_request")
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<html>OK</html>",  # a proxy's page
+        b"[1, 2]",  # JSON, not an object
+        b'{"status": "done"}',  # an object without the receipt's fields
+        b"x" * (2 << 20),  # too large to read
+    ],
+)
+def test_an_unreadable_2xx_to_a_change_is_an_unknown_outcome_not_a_failure(body: bytes) -> None:
+    # #10 item 11: the provider may have applied it; the journal must look the key up.
+    provider, _ = mock_provider(answer(200, body))
+
+    with pytest.raises(OutcomeUnknownError) as elastic:
+        provider.set_elastic_target(DEPLOYMENT, 2, idempotency_key="K-1")
+    with pytest.raises(OutcomeUnknownError) as commitment:
+        provider.buy_commitment(DEPLOYMENT, 1, 30, idempotency_key="K-2")
+
+    for caught in (elastic.value, commitment.value):
+        assert isinstance(caught, TemporaryProviderError)
+        assert not isinstance(caught, PermanentProviderError)
+    # The same answer to a read is off-protocol, nothing more.
+    with pytest.raises(ProviderProtocolError):
+        provider.holdings(DEPLOYMENT)
+
+
+def test_the_client_is_one_per_provider_and_closed_with_it() -> None:
+    provider, seen = mock_provider(answer(200, b'{"idempotency_key": "K", "status": "unknown"}'))
+    client = provider._client
+    provider.lookup_request("K-1")
+    provider.lookup_request("K-2")
+    assert provider._client is client and len(seen) == 2
+    provider.close()
+    assert client.is_closed
+
+
 def test_malformed_holdings_are_protocol_errors() -> None:
     naive = b'{"as_of": "2025-03-03T09:00:00", "elastic": [], "commitments": []}'
-    provider, _ = mock_provider(HttpResponse(200, {}, naive))
+    provider, _ = mock_provider(answer(200, naive))
     with pytest.raises(ProviderProtocolError, match="no UTC offset"):
         provider.holdings(DEPLOYMENT)
 
@@ -494,14 +545,14 @@ def test_malformed_holdings_are_protocol_errors() -> None:
         b'[{"units": -1, "active_from": "2025-03-03T09:00:00Z",'
         b' "hold_until": "2025-03-03T10:00:00Z"}]}'
     )
-    provider, _ = mock_provider(HttpResponse(200, {}, negative))
+    provider, _ = mock_provider(answer(200, negative))
     with pytest.raises(ProviderProtocolError, match="at least one unit"):
         provider.holdings(DEPLOYMENT)
 
 
 def test_retry_after_from_the_body_and_as_http_date() -> None:
     body = b'{"error": {"code": "out_of_capacity", "retry_after_seconds": 120}}'
-    provider, _ = mock_provider(HttpResponse(503, {}, body))
+    provider, _ = mock_provider(answer(503, body))
     with pytest.raises(OutOfCapacityError) as caught:
         provider.set_elastic_target(DEPLOYMENT, 1, idempotency_key="K-1")
     assert caught.value.retry_after == 120.0

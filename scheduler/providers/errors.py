@@ -6,12 +6,15 @@ whatever their SDK or transport raises into exactly one of these classes at the 
     ProviderError
     ├── TemporaryProviderError        retry inline with capped backoff (same idempotency key)
     │   ├── ProviderTimeout           the call did not finish within its timeout
+    │   ├── OutcomeUnknownError       a change was answered (2xx) in a way we cannot read
     │   └── ProviderUnavailable       connection refused/reset, 5xx, 429, 503
     ├── PermanentProviderError        stop sending to this provider and alert a human
     │   ├── AuthenticationError       401/403, bad or missing token
+    │   │   └── PermissionDeniedError the credentials lack one permission (named)
     │   ├── InvalidRequestError       400/404/422, unknown deployment, step too large...
     │   ├── IdempotencyConflictError  the key was already used for a *different* request
-    │   └── ProviderProtocolError     the provider answered something we cannot understand
+    │   ├── ProviderProtocolError     the provider answered something we cannot understand
+    │   └── SpendLimitExceededError   capsched's spend guard refused the action (never sent)
     ├── OutOfCapacityError            no units to be had right now: back off, keep planning
     ├── QuotaExceededError            the request would pass the account's quota
     └── NotSupportedError             the provider does not offer this capability
@@ -27,6 +30,8 @@ like any other configuration mistake.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from scheduler.config import ConfigError
 
@@ -106,6 +111,17 @@ class ProviderTimeout(TemporaryProviderError):
     """
 
 
+class OutcomeUnknownError(TemporaryProviderError):
+    """A change was answered with success (2xx) but the answer cannot be read.
+
+    The provider may well have applied it (a commitment may be bought), so this is never a
+    permanent failure: as after a :class:`ProviderTimeout`, the journal asks
+    ``lookup_request(key)`` and resends only with the *same* idempotency key. Adapters raise
+    it for mutating calls only; an unreadable answer to a read is a
+    :class:`ProviderProtocolError`.
+    """
+
+
 class ProviderUnavailable(TemporaryProviderError):
     """The provider could not be reached or said it is busy (connection refused, 429, 5xx)."""
 
@@ -116,6 +132,29 @@ class PermanentProviderError(ProviderError):
 
 class AuthenticationError(PermanentProviderError):
     """The provider rejected our credentials (or we have none)."""
+
+
+class PermissionDeniedError(AuthenticationError):
+    """The credentials are valid but lack a permission the call needs.
+
+    ``permission`` names it as the provider's IAM speaks (an AWS action such as
+    ``bedrock:CreateProvisionedModelThroughput``, an Azure RBAC action such as
+    ``Microsoft.CognitiveServices/accounts/deployments/write``), or None when the provider's
+    answer did not say; docs/iam/ lists every permission each adapter needs.
+    """
+
+    def __init__(self, message: str, *, permission: str | None = None, **kw: Any) -> None:
+        self.permission = permission
+        super().__init__(message, **kw)
+
+
+class SpendLimitExceededError(PermanentProviderError):
+    """capsched's own spend guard refused the action before it was sent.
+
+    Raised by :mod:`scheduler.daemon.spend_guard` when an action would take a deployment past
+    its ``max_hourly_spend`` or ``max_commitment_spend``; nothing reached the provider.
+    Permanent so the journal fails the action and alerts.
+    """
 
 
 class InvalidRequestError(PermanentProviderError):
@@ -182,12 +221,15 @@ __all__ = [
     "InvalidRequestError",
     "NotSupportedError",
     "OutOfCapacityError",
+    "OutcomeUnknownError",
     "PermanentProviderError",
+    "PermissionDeniedError",
     "ProviderConfigError",
     "ProviderError",
     "ProviderProtocolError",
     "ProviderTimeout",
     "ProviderUnavailable",
     "QuotaExceededError",
+    "SpendLimitExceededError",
     "TemporaryProviderError",
 ]

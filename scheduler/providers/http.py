@@ -4,12 +4,14 @@ Any platform can put a shim speaking this protocol in front of its capacity API;
 protocol is written down in ``docs/http-provider.md`` and implemented by
 :mod:`reference_server`.
 
-The adapter is split at a one-method seam, :class:`Transport` (as in httpx): the adapter
-builds an :class:`HttpRequest`, a transport turns it into an :class:`HttpResponse`.
-:class:`HttpClientTransport` (``http.client``) is the real one; :class:`MockTransport` answers
-from a function, for unit tests. Whatever a transport raises (socket errors, ``http.client``
-errors, TLS errors, timeouts) and whatever the server sends back (statuses, error codes,
-malformed JSON) is mapped here, at the edge, to :mod:`scheduler.providers.errors`.
+The adapter speaks HTTP through one ``httpx.Client`` per provider (a connection pool, a
+timeout on every call by default, no redirects). Its transport is the seam: the real one is
+:func:`default_transport`; tests pass ``httpx.MockTransport`` to answer from a function.
+Whatever httpx raises (connection, TLS, timeout errors) and whatever the server sends back
+(statuses, error codes, malformed JSON) is mapped here, at the edge, to
+:mod:`scheduler.providers.errors`. A 2xx answer to a change (``set_elastic_target``,
+``buy_commitment``) that cannot be read raises :class:`OutcomeUnknownError`, never a
+permanent error: the change may be applied, and only ``lookup_request`` can tell.
 
 Settings (``[providers.<name>]``)::
 
@@ -27,7 +29,6 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
-import http.client
 import ipaddress
 import json
 import math
@@ -35,10 +36,11 @@ import os
 import ssl
 import urllib.parse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
+import httpx
 import structlog
 
 import scheduler
@@ -65,6 +67,7 @@ from scheduler.providers.errors import (
     IdempotencyConflictError,
     InvalidRequestError,
     NotSupportedError,
+    OutcomeUnknownError,
     OutOfCapacityError,
     PermanentProviderError,
     ProviderConfigError,
@@ -100,93 +103,16 @@ CODE_REQUEST_IN_PROGRESS = "request_in_progress"
 _SETTINGS_KEYS = frozenset({"url", "token", "token_file", "token_env", "timeout_seconds"})
 
 
-# -- transport seam --------------------------------------------------------------------
+# -- transport --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class HttpRequest:
-    method: str
-    url: str
-    headers: Mapping[str, str]
-    body: bytes | None
-    #: Seconds; the transport must not wait longer than this on any network operation.
-    timeout: float
+def default_transport(ssl_context: ssl.SSLContext | None = None) -> httpx.BaseTransport:
+    """The real transport: ``httpx.HTTPTransport`` (TLS verified, no retries of its own).
 
-
-@dataclass(frozen=True)
-class HttpResponse:
-    status: int
-    #: Header names in lower case.
-    headers: Mapping[str, str] = field(default_factory=dict)
-    body: bytes = b""
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name.lower())
-
-
-class Transport(Protocol):
-    """Send one request, return the response, whatever its status.
-
-    Raise ``TimeoutError`` when the timeout expires, ``OSError`` or
-    ``http.client.HTTPException`` for other transport failures; the adapter maps them.
+    Retries belong to the journal, which reuses the idempotency key; a transport that
+    retried by itself would hide attempts from it.
     """
-
-    def handle_request(self, request: HttpRequest) -> HttpResponse: ...
-
-
-class HttpClientTransport:
-    """A transport on ``http.client``: one connection per request, no redirects.
-
-    ``timeout`` bounds each socket operation (connect, send, each read), which bounds a call
-    unless a server trickles its answer byte by byte; a shim does not. Redirects are not
-    followed: a redirect usually means a wrong URL, and following it would send the bearer
-    token somewhere else.
-    """
-
-    def __init__(self, *, ssl_context: ssl.SSLContext | None = None) -> None:
-        self._ssl_context = ssl_context
-
-    def handle_request(self, request: HttpRequest) -> HttpResponse:
-        parts = urllib.parse.urlsplit(request.url)
-        if parts.hostname is None:
-            raise http.client.InvalidURL(f"no host in {request.url!r}")
-        connection: http.client.HTTPConnection
-        if parts.scheme == "https":
-            connection = http.client.HTTPSConnection(
-                parts.hostname,
-                parts.port,
-                timeout=request.timeout,
-                context=self._ssl_context or ssl.create_default_context(),
-            )
-        else:
-            connection = http.client.HTTPConnection(
-                parts.hostname, parts.port, timeout=request.timeout
-            )
-        target = parts.path or "/"
-        if parts.query:
-            target += "?" + parts.query
-        try:
-            connection.request(
-                request.method, target, body=request.body, headers=dict(request.headers)
-            )
-            response = connection.getresponse()
-            body = response.read(MAX_RESPONSE_BYTES + 1)
-            if len(body) > MAX_RESPONSE_BYTES:
-                raise http.client.HTTPException(f"response larger than {MAX_RESPONSE_BYTES} bytes")
-            headers = {name.lower(): value for name, value in response.getheaders()}
-            return HttpResponse(status=response.status, headers=headers, body=body)
-        finally:
-            connection.close()
-
-
-class MockTransport:
-    """A transport that answers from ``handler`` (which may also raise, to fake failures)."""
-
-    def __init__(self, handler: Callable[[HttpRequest], HttpResponse]) -> None:
-        self._handler = handler
-
-    def handle_request(self, request: HttpRequest) -> HttpResponse:
-        return self._handler(request)
+    return httpx.HTTPTransport(verify=ssl_context or ssl.create_default_context(), retries=0)
 
 
 # -- settings --------------------------------------------------------------------------
@@ -265,12 +191,29 @@ class HttpProvider(Provider):
         url: str,
         token: str,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
-        transport: Transport | None = None,
+        transport: httpx.BaseTransport | None = None,
     ) -> None:
         super().__init__(name, timeout=timeout)
         self.url = _check_url(name, url)
         self._token = token
-        self._transport: Transport = transport or HttpClientTransport()
+        # One client per provider: its connection pool serves every call of every tick.
+        # The timeout bounds connect, each read, each write and the pool wait; redirects are
+        # not followed (a redirect usually means a wrong URL, and following it would send
+        # the bearer token somewhere else).
+        self._client = httpx.Client(
+            transport=transport or default_transport(),
+            timeout=httpx.Timeout(self.timeout),
+            follow_redirects=False,
+            headers={
+                "Authorization": f"Bearer {token}",
+                "Accept": "application/json",
+                "User-Agent": f"capsched/{scheduler.__version__}",
+            },
+        )
+
+    def close(self) -> None:
+        """Close the provider's HTTP connection pool."""
+        self._client.close()
 
     @classmethod
     def from_settings(
@@ -367,7 +310,7 @@ class HttpProvider(Provider):
         )
         reader = _Reader(self.name, op, deployment)
         body = reply.body
-        return reader.build(
+        return reader.receipt(
             lambda b: ElasticReceipt(
                 provider=self.name,
                 deployment=deployment,
@@ -425,7 +368,7 @@ class HttpProvider(Provider):
         )
         reader = _Reader(self.name, op, deployment)
         body = reply.body
-        return reader.build(
+        return reader.receipt(
             lambda b: CommitmentReceipt(
                 provider=self.name,
                 deployment=deployment,
@@ -457,50 +400,97 @@ class HttpProvider(Provider):
         payload: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
     ) -> _Reply:
-        headers = {
-            "Authorization": f"Bearer {self._token}",
-            "Accept": "application/json",
-            "User-Agent": f"capsched/{scheduler.__version__}",
-        }
+        headers: dict[str, str] = {}
         body = None
         if payload is not None:
             body = json.dumps(payload, separators=(",", ":")).encode()
             headers["Content-Type"] = "application/json"
         if idempotency_key is not None:
             headers[IDEMPOTENCY_HEADER] = idempotency_key
-        request = HttpRequest(
-            method=method,
-            url=f"{self.url}{PROTOCOL_PREFIX}{path}",
-            headers=headers,
-            body=body,
-            timeout=self.timeout,
-        )
         context: dict[str, Any] = {
             "provider": self.name,
             "operation": operation,
             "deployment": deployment,
         }
+        request = self._client.build_request(
+            method, f"{self.url}{PROTOCOL_PREFIX}{path}", headers=headers, content=body
+        )
         try:
-            response = self._transport.handle_request(request)
-        except TimeoutError as exc:  # socket.timeout is TimeoutError since Python 3.10
+            response = self._client.send(request, stream=True)
+            try:
+                raw = _read_capped(response)
+            finally:
+                response.close()
+        except httpx.TimeoutException as exc:
             raise ProviderTimeout(f"no answer within {self.timeout:g}s", **context) from exc
-        except ssl.SSLCertVerificationError as exc:
-            # Before the generic OSError branch: a bad certificate does not heal by retrying.
-            # verify_message is only set when OpenSSL raised it, not on every instance.
-            reason = getattr(exc, "verify_message", None) or exc
-            raise PermanentProviderError(
-                f"TLS certificate verification failed: {reason}", **context
-            ) from exc
-        except (OSError, http.client.HTTPException) as exc:
+        except httpx.TransportError as exc:
+            certificate = _certificate_error(exc)
+            if certificate is not None:
+                # A bad certificate does not heal by retrying. verify_message is only set
+                # when OpenSSL raised it, not on every instance.
+                reason = getattr(certificate, "verify_message", None) or certificate
+                raise PermanentProviderError(
+                    f"TLS certificate verification failed: {reason}", **context
+                ) from exc
             raise ProviderUnavailable(
                 f"transport error: {type(exc).__name__}: {exc}", **context
             ) from exc
-        if not 200 <= response.status < 300:
-            raise error_from_response(response, **context)
+        status = response.status_code
+        if raw is None:
+            message = f"response larger than {MAX_RESPONSE_BYTES} bytes"
+            if idempotency_key is not None and 200 <= status < 300:
+                raise OutcomeUnknownError(message, status=status, **context)
+            raise ProviderProtocolError(message, status=status, **context)
+        if not 200 <= status < 300:
+            raise error_from_response(
+                httpx.Response(status, headers=response.headers, content=raw), **context
+            )
+        try:
+            parsed = _parse_object(raw, **context)
+        except ProviderProtocolError as exc:
+            if idempotency_key is not None:
+                # The provider accepted the change (2xx) but we cannot read what it did:
+                # it may well be applied. Only lookup_request can tell (item 11 of #10).
+                raise _outcome_unknown(exc) from None
+            raise
         return _Reply(
-            body=_parse_object(response.body, **context),
-            replayed=(response.header(REPLAYED_HEADER) or "").lower() == "true",
+            body=parsed,
+            replayed=(response.headers.get(REPLAYED_HEADER) or "").lower() == "true",
         )
+
+
+def _read_capped(response: httpx.Response) -> bytes | None:
+    """The body, or None when it is larger than ``MAX_RESPONSE_BYTES`` (not read further)."""
+    chunks: list[bytes] = []
+    size = 0
+    for chunk in response.iter_bytes():
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure under an httpx error, if that is what it is."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # httpx wraps httpcore wraps ssl; the chain is short
+        if seen is None:
+            return None
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _outcome_unknown(error: ProviderProtocolError) -> OutcomeUnknownError:
+    return OutcomeUnknownError(
+        f"2xx answer not understood, the change may be applied: {error.message}",
+        provider=error.provider,
+        operation=error.operation,
+        deployment=error.deployment,
+        status=error.status,
+    )
 
 
 @dataclass(frozen=True)
@@ -566,15 +556,17 @@ def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> f
 
 
 def error_from_response(
-    response: HttpResponse, *, provider: str, operation: str, deployment: str | None
+    response: httpx.Response, *, provider: str, operation: str, deployment: str | None
 ) -> ProviderError:
-    """Map a non-2xx response to the error hierarchy: error code first, then status."""
-    status = response.status
+    """Map a non-2xx response (its body read) to the error hierarchy: error code first,
+    then status. ``retry_after`` comes from the ``Retry-After`` header, else from the body's
+    ``error.retry_after_seconds``."""
+    status = response.status_code
     code: str | None = None
     message = f"HTTP {status}"
-    retry_after = parse_retry_after(response.header("Retry-After"))
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
     try:
-        parsed = json.loads(response.body) if response.body else None
+        parsed = json.loads(response.content) if response.content else None
     except (UnicodeDecodeError, json.JSONDecodeError):
         parsed = None  # proxies send HTML error pages; the status still tells us enough
     if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
@@ -648,6 +640,13 @@ class _Reader:
         except ValueError as exc:
             raise self.error(str(exc)) from None
 
+    def receipt(self, make: Callable[[_U], _T], source: _U) -> _T:
+        """:meth:`build` for the answer to a change: off-protocol means outcome unknown."""
+        try:
+            return self.build(make, source)
+        except ProviderProtocolError as exc:
+            raise _outcome_unknown(exc) from None
+
     def get_dict(self, body: Mapping[str, Any], key: str) -> dict[str, Any]:
         value = body.get(key)
         if not isinstance(value, dict):
@@ -720,12 +719,8 @@ class _Reader:
 
 
 __all__ = [
-    "HttpClientTransport",
     "HttpProvider",
-    "HttpRequest",
-    "HttpResponse",
-    "MockTransport",
-    "Transport",
+    "default_transport",
     "error_from_response",
     "parse_retry_after",
     "resolve_token",
