@@ -76,24 +76,27 @@ def _upsert(conn: sa.Connection, deployment_id: int, source: str, kind: str,
 
 def record_success(
     conn: sa.Connection, deployment_id: int, source: str, kind: str, *,
-    high_water: dt.datetime, now: dt.datetime, minutes: int,
+    high_water: dt.datetime, now: dt.datetime, minutes: int, stale: bool | None = None,
 ) -> None:
-    """A window up to ``high_water`` was read and its minutes committed.
+    """A window up to ``high_water`` was read and its ``minutes`` committed.
 
-    ``minutes`` = 0 (the source answered with nothing) marks the usage stale. The mark never
-    moves backwards (a backfill of old minutes leaves a later mark where it is).
+    ``stale`` True (the source answered the latest window with nothing) marks the usage
+    stale, False clears the mark, None leaves it (a backfill chunk of old minutes). The
+    mark never moves backwards (a backfill of old minutes leaves a later mark in place).
     """
     t = pull_source_table
-    empty = minutes == 0
-    _upsert(
-        conn, deployment_id, source, kind,
-        {"high_water": high_water, "last_attempt_at": now,
-         "last_success_at": None if empty else now, "failures": 0, "stale": empty,
-         "last_error": "the source returned no minutes" if empty else None,
-         "minutes_last": minutes},
-        {"high_water": sa.func.greatest(t.c.high_water, high_water),
-         "last_success_at": t.c.last_success_at if empty else now},
-    )
+    insert: dict[str, object] = {
+        "high_water": high_water, "last_attempt_at": now,
+        "last_success_at": now if minutes else None, "failures": 0, "minutes_last": minutes,
+        "stale": bool(stale), "last_error": "the source returned no minutes" if stale else None,
+    }
+    update: dict[str, object] = {
+        "high_water": sa.func.greatest(t.c.high_water, high_water),
+        "last_success_at": now if minutes else t.c.last_success_at,
+    }
+    if stale is None:
+        update |= {"stale": t.c.stale, "last_error": t.c.last_error}
+    _upsert(conn, deployment_id, source, kind, insert, update)
 
 
 def record_failure(
