@@ -46,24 +46,40 @@ all the forecast is NaN (callers should then hold capacity). ``fit_batch`` fits 
 of series on one thread per core with single-threaded BLAS (threadpoolctl).
 
 ``rolling_origin_eval`` measures a series' MAE against the weekly (or daily) seasonal
-naive, pinball loss and interval coverage; ``mask_suspected_gaps`` exposes the gap rule.
+naive, pinball loss and interval coverage; ``mask_suspected_gaps``, ``gap_mask`` and
+``zero_run_is_gap`` expose the gap rule (zeros that last ``ZERO_LOAD_AFTER_MINUTES`` are
+load), ``evidence_level`` the demand level a term commitment may rest on.
 """
 
-from ._gaps import mask_suspected_gaps
+from ._gaps import (
+    ZERO_LOAD_AFTER_MINUTES,
+    evidence_level,
+    gap_mask,
+    mask_suspected_gaps,
+    zero_run_is_gap,
+)
 from ._model import FittedModel, Forecast, fit, fit_batch, forecast, forecast_batch
 from ._time import CalendarDay
 from .evaluation import EvalReport, HorizonScore, rolling_origin_eval
+from .select import Choice, default_family, select_forecast
 
 __all__ = [
+    "ZERO_LOAD_AFTER_MINUTES",
     "CalendarDay",
+    "Choice",
     "EvalReport",
     "FittedModel",
     "Forecast",
     "HorizonScore",
+    "default_family",
+    "evidence_level",
     "fit",
     "fit_batch",
     "forecast",
     "forecast_batch",
+    "gap_mask",
     "mask_suspected_gaps",
     "rolling_origin_eval",
+    "select_forecast",
+    "zero_run_is_gap",
 ]

@@ -16,7 +16,12 @@ import numpy.typing as npt
 from threadpoolctl import threadpool_limits
 
 from . import _core
-from ._gaps import SUBSTANTIAL_FRACTION, mask_suspected_gaps, zero_runs
+from ._gaps import (
+    SUBSTANTIAL_FRACTION,
+    ZERO_LOAD_AFTER_MINUTES,
+    mask_suspected_gaps,
+    zero_runs,
+)
 from ._time import (
     MINUTES_PER_DAY,
     CalendarDay,
@@ -89,6 +94,8 @@ class FittedModel:
                                         default_factory=lambda: np.zeros(0, dtype=np.int64))
     lag_half: int = field(repr=False, default=0)
     blend: FloatArray = field(repr=False, default_factory=lambda: np.ones((1, 1)))  # (G, 1+L)
+    #: Zero runs this long or longer are load, not gaps (0: no limit).
+    zero_load_steps: int = field(repr=False, default=0)
 
     def _origin_index(self, origin: dt.datetime | int) -> int:
         if isinstance(origin, dt.datetime):
@@ -110,7 +117,9 @@ class FittedModel:
 
         ``recent`` holds the latest observations up to (not including) ``origin``; only the
         last few hours are used (NaN = missing). Zero runs where the profile expects load are
-        treated as a logging gap, exactly as in fitting.
+        treated as a logging gap, exactly as in fitting; a run is measured on all of
+        ``recent``, so zeros that have gone on for longer than the model's zero-load limit
+        are load even when only their last hours are used.
         """
         if horizon < 0:
             raise ValueError("horizon must be >= 0")
@@ -119,6 +128,18 @@ class FittedModel:
         lookback = max(int(self.windows.max()), lag_max)
         rec = np.asarray(recent, dtype=np.float64).reshape(-1)
         n_rec = min(rec.size, lookback)
+        gap_runs: list[tuple[int, int]] = []
+        if self.zero_gap_steps > 0 and n_rec:
+            cut = rec.size - n_rec
+            # Only a run reaching into the used window matters; measure it on all of recent.
+            tail_from = cut
+            while tail_from > 0 and rec[tail_from - 1] == 0:
+                tail_from -= 1
+            starts, ends = zero_runs(rec[tail_from:], self.zero_gap_steps,
+                                     self.zero_load_steps)
+            gap_runs = [(max(a + tail_from - cut, 0), b + tail_from - cut)
+                        for a, b in zip(starts.tolist(), ends.tolist(), strict=True)
+                        if b + tail_from > cut]
         rec = rec[rec.size - n_rec :]
         fc_start = (
             None
@@ -141,11 +162,9 @@ class FittedModel:
         with np.errstate(divide="ignore", invalid="ignore"):
             y = np.where(mult[:n_rec] > 0, rec / (self.scale * mult[:n_rec]), np.nan)
         y[~np.isfinite(y)] = np.nan
-        if self.zero_gap_steps > 0 and n_rec:
-            starts, ends = zero_runs(rec, self.zero_gap_steps)
-            for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-                if float(base[s:e].mean()) >= SUBSTANTIAL_FRACTION:
-                    y[s:e] = np.nan
+        for a, b in gap_runs:
+            if float(base[a:b].mean()) >= SUBSTANTIAL_FRACTION:
+                y[a:b] = np.nan
         # Residuals over the lookback ending at the origin: the stored tail of the history,
         # overridden by the recent observations where they exist.
         r = np.full(lookback, np.nan)
@@ -249,10 +268,15 @@ def fit_batch(
     calendars: Sequence[Sequence[CalendarDay] | None] | None = None,
     quantiles: Sequence[float] = (0.5, 0.9),
     zero_gap_minutes: float = 10,
+    zero_load_after_minutes: float = ZERO_LOAD_AFTER_MINUTES,
     _config: _core.Config | None = None,
 ) -> list[FittedModel]:
     """Fit one model per series; series sharing length, start, time zone and calendar share
-    one design matrix and are solved together."""
+    one design matrix and are solved together.
+
+    Runs of at least ``zero_gap_minutes`` reported zeros where load was expected are
+    suspected logging gaps (missing), unless they last ``zero_load_after_minutes`` or
+    longer (0: no limit): those are load (see ``forecasting._gaps``)."""
     if not step_minutes > 0:
         raise ValueError("step_minutes must be > 0")
     cfg = _config or _core.DEFAULT
@@ -278,7 +302,7 @@ def fit_batch(
                    np.zeros((len(chunk), 0)))
             tasks.append((chunk, functools.partial(
                 _fit_group, raw, timeline, local, x_full, start, tz, cal, step_minutes, qs,
-                zero_gap_minutes, cfg)))
+                zero_gap_minutes, cfg, zero_load_after_minutes)))
     # Chunks are independent and numpy releases the GIL in its heavy loops, so they run on
     # one thread per core, each with single-threaded BLAS (the products are small; BLAS
     # threads only contend with each other).
@@ -314,6 +338,7 @@ def _fit_group(
     quantiles: tuple[float, ...],
     zero_gap_minutes: float,
     cfg: _core.Config,
+    zero_load_after_minutes: float = ZERO_LOAD_AFTER_MINUTES,
 ) -> list[FittedModel]:
     n_history = raw.shape[1]
     if raw.shape[1] == 0:
@@ -321,16 +346,19 @@ def _fit_group(
         raw = np.full((raw.shape[0], 1), np.nan)
     m, t = raw.shape
     zero_gap_steps = 0 if zero_gap_minutes <= 0 else _core.steps_for(zero_gap_minutes, step_minutes)
+    zero_load_steps = (0 if zero_load_after_minutes <= 0
+                       else _core.steps_for(zero_load_after_minutes, step_minutes))
     y = np.where(np.isfinite(raw), raw, np.nan)
     masked = np.zeros(m, dtype=np.int64)
     if zero_gap_steps:
         # Only rows holding a long enough zero run can have a gap to mask.
         zero = y == 0
         for i in range(m):
-            if not zero[i].any() or zero_runs(y[i], zero_gap_steps)[0].size == 0:
+            if (not zero[i].any()
+                    or zero_runs(y[i], zero_gap_steps, zero_load_steps)[0].size == 0):
                 continue
             before = np.isnan(y[i]).sum()
-            y[i] = mask_suspected_gaps(y[i], min_run=zero_gap_steps)
+            y[i] = mask_suspected_gaps(y[i], min_run=zero_gap_steps, max_run=zero_load_steps)
             masked[i] = int(np.isnan(y[i]).sum() - before)
     mult = local.multiplier[:t]
     if not np.all(mult == 1.0):
@@ -406,6 +434,7 @@ def _fit_group(
                 weekly_harmonics=cfg.weekly_harmonics,
                 level_floor=cfg.level_floor,
                 zero_gap_steps=zero_gap_steps,
+                zero_load_steps=zero_load_steps,
                 scale_by_forecast=cfg.scale_by_forecast,
                 tail=core.resid[i, core.resid.shape[1] - tail_len :].astype(np.float32),
                 lags=lags,
@@ -425,6 +454,7 @@ def fit(
     calendar: Sequence[CalendarDay] | None = None,
     quantiles: Sequence[float] = (0.5, 0.9),
     zero_gap_minutes: float = 10,
+    zero_load_after_minutes: float = ZERO_LOAD_AFTER_MINUTES,
 ) -> FittedModel:
     """Fit one series (the expensive part); see ``fit_batch`` for many."""
     return fit_batch(
@@ -435,6 +465,7 @@ def fit(
         calendars=[calendar],
         quantiles=quantiles,
         zero_gap_minutes=zero_gap_minutes,
+        zero_load_after_minutes=zero_load_after_minutes,
     )[0]
 
 

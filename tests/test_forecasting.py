@@ -90,10 +90,17 @@ def test_nan_stretch_is_skipped_not_zero() -> None:
 
 def test_suspected_zero_gap_is_masked() -> None:
     y = daily_series(8.0, seed=6)
-    y[-3 * 1440 : -3 * 1440 + 180] = 0.0
+    y[-3 * 1440 : -3 * 1440 + 100] = 0.0
     masked = forecasting.mask_suspected_gaps(y, min_run=10)
-    assert np.isnan(masked[-3 * 1440 : -3 * 1440 + 180]).all()
+    assert np.isnan(masked[-3 * 1440 : -3 * 1440 + 100]).all()
     assert np.isfinite(masked[: -3 * 1440]).all()
+    # Zeros that last zero_load_after_minutes (120 by default) are load, not a gap.
+    longer = y.copy()
+    longer[-3 * 1440 : -3 * 1440 + 180] = 0.0
+    kept = forecasting.mask_suspected_gaps(longer, min_run=10)
+    assert (kept[-3 * 1440 : -3 * 1440 + 180] == 0).all()
+    assert np.isnan(forecasting.mask_suspected_gaps(longer, min_run=10, max_run=0)[
+        -3 * 1440 : -3 * 1440 + 180]).all()
     # A short zero run and a genuinely idle series are left alone.
     short = daily_series(2.0, seed=6)
     short[100:105] = 0.0
@@ -110,7 +117,7 @@ def test_suspected_zero_gap_is_masked() -> None:
     assert np.min(fc.mean) > 0.5 * np.min(gapless.mean)
     off = forecasting.fit(y[:-60], step_minutes=1, start=START, zero_gap_minutes=0)
     assert off.parameters["masked_zero_gap_steps"] == 0
-    assert model.parameters["masked_zero_gap_steps"] == 180
+    assert model.parameters["masked_zero_gap_steps"] == 100
 
 
 @pytest.mark.parametrize("zone", ["Europe/Berlin", "America/New_York"])

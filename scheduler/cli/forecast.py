@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,7 @@ import numpy as np
 import forecasting
 from scheduler.cli import main as cli
 from scheduler.ingest.files import read_usage_file
-from scheduler.pipeline.forecast import load_histories, refit
+from scheduler.pipeline.forecast import load_histories, refit, staleness
 from scheduler.store import deployments as deployment_store
 from scheduler.store import forecasts as forecast_store
 
@@ -51,8 +52,17 @@ def cmd_forecast(ctx: cli.Context) -> int:
             ids = deployment_store.deployment_ids(conn, [d.name for d in deployments])
             histories = load_histories(conn, deployments, ids, now,
                                        ctx.config.daemon.history_days)
-        fits = refit(list(histories.values()), now, ctx.args.horizon,
-                     zero_gap_minutes=ctx.config.ingest.zero_gap_minutes)
+        # Stale usage stores nothing: a forecast of nothing recent must not become the
+        # latest forecast of a deployment (cron mails the line and the exit code).
+        stale = [why for h in histories.values()
+                 if (why := staleness(h, now, ctx.config.daemon.staleness_minutes))]
+        fresh = [h for h in histories.values()
+                 if not staleness(h, now, ctx.config.daemon.staleness_minutes)]
+        if stale and not fresh:
+            raise cli.CommandError("; ".join(stale) + ": nothing stored")
+        fits = refit(fresh, now, ctx.args.horizon,
+                     zero_gap_minutes=ctx.config.ingest.zero_gap_minutes,
+                     zero_load_after_minutes=ctx.config.ingest.zero_load_after_minutes)
         with engine.begin() as conn:
             run_ids = forecast_store.insert_forecasts(conn, [f.record for f in fits.values()])
     rows = []
@@ -77,7 +87,9 @@ def cmd_forecast(ctx: cli.Context) -> int:
             [[r["deployment"], r["run_id"], r["model"], r["minutes_observed"],
               r["next_hour_mean_units"], r["peak_mean_units"], r["peak_p90_units"]]
              for r in rows]))
-    return cli.EXIT_OK
+    for why in stale:
+        print(f"capsched: {why}: nothing stored", file=sys.stderr)
+    return cli.EXIT_FAILED if stale else cli.EXIT_OK
 
 
 def _round(value: float | np.floating[Any]) -> float | None:

@@ -13,7 +13,13 @@ from scheduler.cli import main as cli
 from scheduler.config import ConfigError
 from scheduler.daemon.providers import provider_set
 from scheduler.ingest.files import read_usage_file
-from scheduler.pipeline.forecast import headroom_by_deployment, load_histories, minute_floor, refit
+from scheduler.pipeline.forecast import (
+    headroom_by_deployment,
+    load_histories,
+    minute_floor,
+    refit,
+    staleness,
+)
 from scheduler.pipeline.plan import COMMIT_FORECAST_MINUTES, make_plan
 from scheduler.planning.planner import SpillToDate
 from scheduler.providers.errors import ProviderError
@@ -75,12 +81,26 @@ def cmd_plan(ctx: cli.Context) -> int:
             until = minute_floor(now)
             levels = ledger_store.month_to_date(conn, list(ids.values()),
                                                 partitions.month_start(until), until, now=now)
+        # Stale usage plans nothing: an all-zero or blind plan must not become the
+        # deployment's current plan (cron mails the line and the exit code).
+        for history in list(histories.values()):
+            why = staleness(history, now, ctx.config.daemon.staleness_minutes)
+            if why:
+                failures.append(f"{why}: no plan stored")
+                del histories[history.deployment.name]
+        if not histories:
+            raise cli.CommandError("; ".join(failures))
+        ingest = ctx.config.ingest
         fits = refit(list(histories.values()), now, horizon,
-                     zero_gap_minutes=ctx.config.ingest.zero_gap_minutes)
+                     zero_gap_minutes=ingest.zero_gap_minutes,
+                     zero_load_after_minutes=ingest.zero_load_after_minutes)
         headroom = headroom_by_deployment(list(histories.values()),
-                                          zero_gap_minutes=ctx.config.ingest.zero_gap_minutes)
+                                          zero_gap_minutes=ingest.zero_gap_minutes,
+                                          zero_load_after_minutes=ingest.zero_load_after_minutes)
         with provider_set(ctx.config, engine) as providers:
             for deployment in deployments:
+                if deployment.name not in histories:
+                    continue  # stale: reported above
                 try:
                     holdings = providers.get(deployment.provider).holdings(deployment.name)
                 except (ProviderError, ConfigError) as exc:

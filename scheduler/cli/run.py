@@ -25,6 +25,7 @@ from scheduler.observe import sdnotify
 from scheduler.observe.logs import configure_logging
 from scheduler.observe.metrics import start_metrics_server
 from scheduler.store import journal as journal_store
+from scheduler.store import usage as usage_store
 
 log = structlog.get_logger()
 
@@ -66,8 +67,10 @@ def cmd_resume(ctx: cli.Context) -> int:
 
 def cmd_health(ctx: cli.Context) -> int:
     now = ctx.args.now or cli.utc_now()
+    names = [d.name for d in ctx.config.deployments]
     with cli.connected(ctx, sync=False) as engine, engine.connect() as conn:
         state = journal_store.read_heartbeat(conn)
+        last_usage = usage_store.last_usage_minutes(conn, names, now)
     problems = []
     # Three missed ticks (plus the misfire grace) is unhealthy: one slow tick is not.
     limit = dt.timedelta(seconds=3 * ctx.config.daemon.tick_seconds
@@ -80,11 +83,25 @@ def cmd_health(ctx: cli.Context) -> int:
                             f"{int(limit.total_seconds())} s")
         if state.last_tick_ok is False:
             problems.append(f"last tick failed: {state.last_error}")
+    # Ingest lag past staleness_minutes: the daemon is holding capacity blind.
+    staleness = dt.timedelta(minutes=ctx.config.daemon.staleness_minutes)
+    lag_minutes: dict[str, float | None] = {}
+    for name in names:
+        last = last_usage.get(name)
+        lag_minutes[name] = None if last is None else round((now - last).total_seconds() / 60, 1)
+        if last is None:
+            problems.append(f"{name}: no usage ingested (capacity held)")
+        elif now - last > staleness:
+            problems.append(
+                f"{name}: usage ingest lags {lag_minutes[name]:g} min (last minute ends "
+                f"{last:%Y-%m-%dT%H:%MZ}), past staleness_minutes = "
+                f"{ctx.config.daemon.staleness_minutes}: capacity held, commitments deferred")
     result = {
         "healthy": not problems, "problems": problems,
         "paused": bool(state and state.paused),
         "instance": state.instance_id if state else None,
         "last_tick_at": state.last_tick_at.isoformat() if state and state.last_tick_at else None,
+        "ingest_lag_minutes": lag_minutes,
     }
     if ctx.args.format == "json":
         print(json.dumps(result))

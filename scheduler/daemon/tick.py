@@ -19,6 +19,7 @@ atomically, so a tick never waits for a refit.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import threading
@@ -208,6 +209,8 @@ class Daemon:
         self._buffers: dict[str, HistoryBuffer] = {}
         self._followed: dict[str, _Followed] = {}
         self._reconciled: dict[str, tuple[Any, ...]] = {}
+        #: Deployments whose usage is stale, and since when (daemon clock).
+        self._stale_since: dict[str, dt.datetime] = {}
         # The service-level account: owned by the tick; a background read (a cold start
         # late in the month) hands its result over through _warmed.
         self._account: ServiceAccount | None = None
@@ -245,8 +248,10 @@ class Daemon:
         with self.engine.connect() as conn:
             histories = load_histories(conn, deployments, self._ids, now,
                                        self.config.daemon.history_days)
+        ingest = self.config.ingest
         fits = refit(list(histories.values()), now, self.config.daemon.plan_horizon_minutes,
-                     zero_gap_minutes=self.config.ingest.zero_gap_minutes)
+                     zero_gap_minutes=ingest.zero_gap_minutes,
+                     zero_load_after_minutes=ingest.zero_load_after_minutes)
         with self.engine.begin() as conn:
             run_ids = forecast_store.insert_forecasts(conn, [f.record for f in fits.values()])
             # Retention rides on the refit: dropping whole expired months is cheap and
@@ -260,7 +265,8 @@ class Daemon:
             headroom, headroom_at = previous.headroom, previous.headroom_at
         else:
             headroom = headroom_by_deployment(
-                list(histories.values()), zero_gap_minutes=self.config.ingest.zero_gap_minutes)
+                list(histories.values()), zero_gap_minutes=ingest.zero_gap_minutes,
+                zero_load_after_minutes=ingest.zero_load_after_minutes)
             headroom_at = now
         models = Models(
             fitted_at=now,
@@ -418,9 +424,12 @@ class Daemon:
     ) -> _Decision:
         """Follow or re-plan one deployment and apply the rails (no database writes)."""
         stale = self._stale(history, origin)
+        self._note_staleness(deployment.name, stale, history, origin)
         local_now = origin.astimezone(zoneinfo.ZoneInfo(deployment.timezone))
+        # Stale usage defers the day's commitment decision (it is not recorded as made), so
+        # it is taken on the first fresh tick instead of on a forecast nothing supports.
         decide = (local_now.strftime("%H:%M") >= self.config.daemon.commit_decision_time
-                  and decided_on != local_now.date())
+                  and decided_on != local_now.date() and not stale)
         # Re-plan when what the plan stood on moved: committed units, staleness, the model,
         # or an elastic target other than the one this daemon last asked for (a rejected
         # action or a change by hand). Our own confirmed actions are what the plan wanted.
@@ -452,12 +461,24 @@ class Daemon:
                 forecast_run_id=models.run_ids.get(deployment.name), commit_forecast=commit_fc,
                 held=stale, spill_to_date=spill_to_date,
                 headroom=models.headroom.get(deployment.name))
+            record = result.record
+            new_commitments, cut = rails.commitments_with_evidence(
+                result.plan.new_commitments, committed_now=committed_now,
+                recent_demand=history.demand, deployment=deployment, stale=stale)
+            if cut:
+                log.warning("commitment_rail", deployment=deployment.name, reasons=list(cut))
+                record = dataclasses.replace(
+                    record,
+                    commitments=[{"start": c.start.isoformat(), "term_days": c.term_days,
+                                  "units": c.units} for c in new_commitments],
+                    reasons=[*record.reasons, *({"at": origin.isoformat(), "tier": "committed",
+                                                 "rule": "commitment_evidence", "quantile": None,
+                                                 "detail": why} for why in cut)])
             # The plan expects its own purchases to be held from the next tick on.
-            bought = sum(c.units for c in result.plan.new_commitments)
+            bought = sum(c.units for c in new_commitments)
             followed = _Followed(FollowedPlan(result.plan, deployment.scale_up_lead_minutes),
                                  (committed_now + bought, stale, models.fitted_at))
             self._followed[deployment.name] = followed
-            record, new_commitments = result.record, result.plan.new_commitments
         assert followed is not None  # planned above when there was none
         current = holdings.elastic_target
         committed = committed_now
@@ -636,6 +657,23 @@ class Daemon:
         first_fresh = (origin - window - history.start) // dt.timedelta(minutes=1)
         tail = history.demand[max(0, first_fresh):]
         return bool(tail.size == 0 or np.isnan(tail).all())
+
+    def _note_staleness(self, name: str, stale: bool, history: History,
+                        origin: dt.datetime) -> None:
+        """Log the change into and out of stale usage (the tick line and the ``held``
+        gauge carry it on every tick)."""
+        was = name in self._stale_since
+        if stale and not was:
+            self._stale_since[name] = origin
+            seen = np.flatnonzero(~np.isnan(history.demand))
+            last = (None if seen.size == 0 else
+                    (history.start + dt.timedelta(minutes=int(seen[-1]) + 1)).isoformat())
+            log.warning("stale_usage", deployment=name, last_usage_until=last,
+                        staleness_minutes=self.config.daemon.staleness_minutes,
+                        action="holding capacity, commitments deferred")
+        elif not stale and was:
+            since = self._stale_since.pop(name)
+            log.info("usage_fresh_again", deployment=name, stale_since=since.isoformat())
 
     def _providers_in_use(self) -> dict[str, tuple[Provider, dict[int, str]]]:
         grouped: dict[str, tuple[Provider, dict[int, str]]] = {}

@@ -56,6 +56,38 @@ class History:
                 self.start + dt.timedelta(minutes=int(seen[-1]) + 1))
 
 
+def staleness(history: History, now: dt.datetime, staleness_minutes: int) -> str | None:
+    """Why ``history`` is too old to plan or forecast from at ``now`` (None: fresh).
+
+    Stale means no minute observed in the last ``staleness_minutes`` before ``now``: the
+    daemon then holds capacity, and one-shot commands (``forecast``, ``plan --dry-run``)
+    refuse rather than store a forecast or plan that nothing recent supports.
+    """
+    until = minute_floor(now)
+    window = max(int(staleness_minutes), 1)
+    first_fresh = int((until - dt.timedelta(minutes=window) - history.start)
+                      // dt.timedelta(minutes=1))
+    tail = history.demand[max(0, first_fresh):]
+    if tail.size and not np.isnan(tail).all():
+        return None
+    _, last = history.observed_span()
+    name = history.deployment.name
+    if last is None:
+        span_days = history.demand.shape[0] / 1440
+        return (f"{name}: no usage in the {span_days:g} days before {until:%Y-%m-%dT%H:%MZ}")
+    lag = (until - last) / dt.timedelta(minutes=1)
+    return (f"{name}: usage ends at {last:%Y-%m-%dT%H:%MZ}, {_duration(lag)} before "
+            f"{until:%Y-%m-%dT%H:%MZ} (staleness_minutes = {staleness_minutes})")
+
+
+def _duration(minutes: float) -> str:
+    if minutes >= 2 * 1440:
+        return f"{minutes / 1440:.1f} days"
+    if minutes >= 120:
+        return f"{minutes / 60:.1f} h"
+    return f"{minutes:.0f} min"
+
+
 def minute_floor(now: dt.datetime) -> dt.datetime:
     return now.astimezone(dt.UTC).replace(second=0, microsecond=0)
 
@@ -146,8 +178,12 @@ def refit(
     horizon_minutes: int,
     *,
     zero_gap_minutes: int = 10,
+    zero_load_after_minutes: int = forecasting.ZERO_LOAD_AFTER_MINUTES,
 ) -> dict[str, Refit]:
-    """Fit every deployment's model together and forecast from ``now``."""
+    """Fit every deployment's model together and forecast from ``now``.
+
+    Reported zeros are load once a run lasts ``zero_load_after_minutes`` (shorter runs
+    where load was expected are suspected logging gaps); see ``forecasting._gaps``."""
     if not histories:
         return {}
     models = forecasting.fit_batch(
@@ -155,6 +191,7 @@ def refit(
         timezones=[h.deployment.timezone for h in histories],
         calendars=[calendar_days(h.deployment) for h in histories],
         quantiles=PLANNING_QUANTILES, zero_gap_minutes=zero_gap_minutes,
+        zero_load_after_minutes=zero_load_after_minutes,
     )
     origin = minute_floor(now)
     out = {}
@@ -166,6 +203,7 @@ def refit(
 
 def headroom_by_deployment(
     histories: Sequence[History], *, zero_gap_minutes: int = 10, days: float = DEFAULT_DAYS,
+    zero_load_after_minutes: int = forecasting.ZERO_LOAD_AFTER_MINUTES,
 ) -> dict[str, HeadroomCurve | None]:
     """Calibrate every pay-as-you-go deployment's elastic headroom on its last ``days``.
 
@@ -185,7 +223,8 @@ def headroom_by_deployment(
         for i, h in enumerate(members):
             tail = h.demand[-width:]
             block[i, width - tail.size:] = forecasting.mask_suspected_gaps(
-                tail, min_run=zero_gap_minutes) if zero_gap_minutes > 0 else tail
+                tail, min_run=zero_gap_minutes, max_run=zero_load_after_minutes,
+            ) if zero_gap_minutes > 0 else tail
         for h, curve in zip(members, headroom_curves(block, lead=lead, hold=hold),
                             strict=True):
             out[h.deployment.name] = curve

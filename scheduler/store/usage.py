@@ -341,6 +341,33 @@ def usage_status(conn: sa.Connection) -> list[DeploymentUsageStatus]:
     ]
 
 
+def last_usage_minutes(conn: sa.Connection, names: Sequence[str], now: dt.datetime
+                       ) -> dict[str, dt.datetime | None]:
+    """The end (exclusive) of the last reported minute that began before ``now`` per deployment
+    name (None: no usage stored, or no such deployment). Reads only each deployment's
+    latest hour rows, so it is cheap enough for ``capsched health``."""
+    rows = conn.execute(
+        sa.text(
+            "SELECT d.name, h.hour, h.input_tokens FROM deployment d "
+            "JOIN LATERAL (SELECT max(hour) AS hour FROM usage_hour x "
+            " WHERE x.deployment_id = d.id AND x.hour < :now) m ON true "
+            "JOIN usage_hour h ON h.deployment_id = d.id AND h.hour = m.hour "
+            "WHERE d.name = ANY(:names)"
+        ),
+        {"names": list(names), "now": now},
+    ).all()
+    out: dict[str, dt.datetime | None] = dict.fromkeys(names)
+    for name, hour, values in rows:
+        # Minutes the source did not report are -1; a minute after now is not yet usage.
+        begun = -(-(now - hour) // dt.timedelta(minutes=1))
+        seen = [i for i, v in enumerate(values[:begun]) if v >= 0]
+        if seen:
+            end = hour + dt.timedelta(minutes=seen[-1] + 1)
+            current = out[name]
+            out[name] = end if current is None or end > current else current
+    return out
+
+
 def _decode_copy(payload: bytes) -> npt.NDArray[np.void]:
     body = payload[len(_COPY_HEADER) : len(payload) - len(_COPY_TRAILER)]
     return np.frombuffer(body, dtype=_ROW_DTYPE)
