@@ -9,9 +9,10 @@ differences itself, series by series:
 
 with a counter reset (a value lower than the one before) counted from zero, as PromQL's
 ``increase()`` does, but without ``increase()``'s extrapolation: the minutes add up to the
-counters' own increase, exactly. A series missing at either boundary of a minute (not yet
-born, gone, or beyond Prometheus' 5-minute lookback) contributes nothing to it; a minute no
-series covers is a gap, never zero. With scrapes at phase p within the minute, minute T
+counters' own increase, exactly. A series without a sample in the minute before either
+boundary of a minute (not yet born, gone, a scrape missed) contributes nothing to it; a
+minute no series covers is a gap, never zero. The scrape interval must therefore be at
+most 60 s. With scrapes at phase p within the minute, minute T
 carries the events between the scrapes that precede T and T+60.
 
 Expressions (``input_query``, ``output_query``, ``requests_query``):
@@ -111,7 +112,12 @@ class PrometheusSource:
 
     def _query_range(self, query: str, start: dt.datetime, end: dt.datetime
                      ) -> list[dict[int, float]]:
-        params = {"query": query, "start": f"{start.timestamp():.0f}",
+        # Only values from a sample of the minute before each boundary: without this a
+        # series that stopped would repeat its last value for Prometheus' 5-minute lookback
+        # and read as minutes of zero. (timestamp() of a plain selector is the sample's own
+        # time; of any other expression the evaluation time, i.e. always fresh.)
+        fresh = f"({query}) unless ((time() - timestamp({query})) >= 60)"
+        params = {"query": fresh, "start": f"{start.timestamp():.0f}",
                   "end": f"{end.timestamp():.0f}", "step": "60"}
         try:
             response = self.client.get("/api/v1/query_range", params=params)
