@@ -86,6 +86,60 @@ def _env_default(name: str) -> str | None:
     return os.environ.get(name) or None
 
 
+#: The options every command takes, before or after the subcommand name.
+GLOBAL_OPTIONS = ("--config", "--database-url", "--data-dir", "--log-format", "--log-level")
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, after_command: bool) -> None:
+    """The global options; after a subcommand they default to SUPPRESS so that, absent there,
+    they do not overwrite what was given before the subcommand (or the environment default)."""
+
+    def default(env: str) -> str | None:
+        return argparse.SUPPRESS if after_command else _env_default(env)
+
+    parser.add_argument(
+        "--config",
+        default=default("CAPSCHED_CONFIG"),
+        help="config file [env CAPSCHED_CONFIG; default ./capsched.toml, "
+        "then /etc/capsched/capsched.toml]",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=default("CAPSCHED_DATABASE_URL"),
+        help="PostgreSQL URL; without one capsched runs an embedded server "
+        "[env CAPSCHED_DATABASE_URL]",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=default("CAPSCHED_DATABASE_DATA_DIR"),
+        help="data directory of the embedded PostgreSQL [env "
+        "CAPSCHED_DATABASE_DATA_DIR; default $XDG_DATA_HOME/capsched/pgdata]",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("auto", "json", "console"),
+        default=default("CAPSCHED_LOG_FORMAT"),
+        help="log format [env CAPSCHED_LOG_FORMAT; default auto: JSON unless a terminal]",
+    )
+    parser.add_argument(
+        "--log-level",
+        default=default("CAPSCHED_LOG_LEVEL"),
+        help="debug, info, warning or error [env CAPSCHED_LOG_LEVEL]",
+    )
+
+
+def _add_global_options_to_subcommands(parser: argparse.ArgumentParser) -> None:
+    # `capsched backtest --usage X --config C` (as the README writes it) and
+    # `capsched db upgrade --config C` work like `capsched --config C backtest ...` (#10 item 1).
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                known = {o for a in subparser._actions for o in a.option_strings}
+                if not known.intersection(GLOBAL_OPTIONS):
+                    _add_global_options(subparser, after_command=True)
+                _add_global_options_to_subcommands(subparser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="capsched",
@@ -98,35 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("--version", action="version", version=f"capsched {__version__}")
-    parser.add_argument(
-        "--config",
-        default=_env_default("CAPSCHED_CONFIG"),
-        help="config file [env CAPSCHED_CONFIG; default ./capsched.toml, "
-        "then /etc/capsched/capsched.toml]",
-    )
-    parser.add_argument(
-        "--database-url",
-        default=_env_default("CAPSCHED_DATABASE_URL"),
-        help="PostgreSQL URL; without one capsched runs an embedded server "
-        "[env CAPSCHED_DATABASE_URL]",
-    )
-    parser.add_argument(
-        "--data-dir",
-        default=_env_default("CAPSCHED_DATABASE_DATA_DIR"),
-        help="data directory of the embedded PostgreSQL [env "
-        "CAPSCHED_DATABASE_DATA_DIR; default $XDG_DATA_HOME/capsched/pgdata]",
-    )
-    parser.add_argument(
-        "--log-format",
-        choices=("auto", "json", "console"),
-        default=_env_default("CAPSCHED_LOG_FORMAT"),
-        help="log format [env CAPSCHED_LOG_FORMAT; default auto: JSON unless a terminal]",
-    )
-    parser.add_argument(
-        "--log-level",
-        default=_env_default("CAPSCHED_LOG_LEVEL"),
-        help="debug, info, warning or error [env CAPSCHED_LOG_LEVEL]",
-    )
+    _add_global_options(parser, after_command=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p_db = sub.add_parser("db", help="database schema: upgrade, status, downgrade")
@@ -139,8 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_down.add_argument("revision")
     p_down.set_defaults(handler=cmd_db_downgrade)
     p_prune = db_sub.add_parser(
-        "prune", help="drop usage partitions older than retention_days and capacity ledger "
-                      "months before the previous one")
+        "prune", help="drop usage months older than retention_days (never a deployment's "
+                      "latest 35 days) and capacity ledger months before the previous one")
+    p_prune.add_argument("--dry-run", action="store_true",
+                         help="list the partitions that would be dropped, drop nothing")
     p_prune.set_defaults(handler=cmd_db_prune)
 
     p_ingest = sub.add_parser(
@@ -172,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for extension in EXTENSIONS:
         extension(sub)
+    _add_global_options_to_subcommands(parser)
     return parser
 
 
@@ -249,7 +278,12 @@ def apply_flags(config: Config, args: argparse.Namespace) -> Config:
 
 @contextmanager
 def connected(ctx: Context, *, check_schema: bool = True, sync: bool = True) -> Iterator[sa.Engine]:
-    """Open the database (embedded if no URL), check the schema, sync deployments."""
+    """Open the database (embedded if no URL) and check the schema.
+
+    ``sync`` (for commands that write usage, forecasts or plans) inserts the configured
+    deployments the table lacks, and changes no existing row; read-only commands pass
+    ``sync=False`` and write nothing. Only ``db upgrade``, the daemon and ``capsched
+    deployments sync`` update or deactivate deployments (#10 item 4)."""
     with db.open_database(ctx.config.database) as database:
         engine = db.make_engine(
             database.url,
@@ -261,7 +295,7 @@ def connected(ctx: Context, *, check_schema: bool = True, sync: bool = True) -> 
                 db.require_current_schema(engine)
                 if sync:
                     with engine.begin() as conn:
-                        deployment_store.sync_deployments(conn, ctx.config.deployments)
+                        deployment_store.register_missing(conn, ctx.config.deployments)
             yield engine
         except sa.exc.OperationalError as exc:
             raise db.DatabaseUnavailable(f"database error: {exc.orig}") from exc
@@ -310,10 +344,18 @@ def cmd_db_downgrade(ctx: Context) -> int:
 
 def cmd_db_prune(ctx: Context) -> int:
     now = utc_now()
-    cutoff = now - dt.timedelta(days=ctx.config.database.retention_days)
-    with connected(ctx) as engine, engine.begin() as conn:
-        dropped = retention.prune(conn, now, ctx.config.database.retention_days)
-    log.info("db.prune", cutoff=cutoff.isoformat(), dropped=dropped)
+    days = ctx.config.database.retention_days
+    if ctx.args.dry_run:
+        with connected(ctx, sync=False) as engine, engine.connect() as conn:
+            plan = retention.plan_prune(conn, now, days)
+        print(f"usage before {plan.usage_cutoff:%Y-%m-%dT%H:%MZ}, capacity ledger before "
+              f"{plan.ledger_cutoff:%Y-%m-%d}: "
+              + (f"would drop {', '.join(plan.partitions)}" if plan.partitions
+                 else "nothing to drop"))
+        return EXIT_OK
+    with connected(ctx, sync=False) as engine, engine.begin() as conn:
+        dropped = retention.prune(conn, now, days)
+    print(f"dropped {', '.join(dropped)}" if dropped else "nothing to drop")
     return EXIT_OK
 
 
@@ -350,7 +392,7 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> st
 
 def cmd_status(ctx: Context) -> int:
     now = ctx.args.now or utc_now()
-    with connected(ctx) as engine, engine.connect() as conn:
+    with connected(ctx, sync=False) as engine, engine.connect() as conn:
         statuses = usage_store.usage_status(conn)
     records = []
     for s in statuses:

@@ -63,19 +63,7 @@ def _json_default(value: object) -> str:
 
 def sync_deployments(conn: sa.Connection, deployments: Sequence[Deployment]) -> dict[str, int]:
     """Upsert the configured deployments, deactivate the others; return name -> id."""
-    rows = [
-        {
-            "name": d.name,
-            "provider": d.provider,
-            "model": d.model,
-            "unit_tpm": d.unit_tpm,
-            "output_token_weight": d.output_token_weight,
-            "timezone": d.timezone,
-            "settings": settings_json(d),
-            "active": True,
-        }
-        for d in deployments
-    ]
+    rows = [_row(d) for d in deployments]
     t = deployment_table
     if rows:
         stmt = pg.insert(t).values(rows)
@@ -108,6 +96,73 @@ def sync_deployments(conn: sa.Connection, deployments: Sequence[Deployment]) -> 
         .values(active=False, updated_at=sa.func.now())
     )
     return deployment_ids(conn, names)
+
+
+def _row(d: Deployment) -> dict[str, Any]:
+    return {
+        "name": d.name,
+        "provider": d.provider,
+        "model": d.model,
+        "unit_tpm": d.unit_tpm,
+        "output_token_weight": d.output_token_weight,
+        "timezone": d.timezone,
+        "settings": settings_json(d),
+        "active": True,
+    }
+
+
+def register_missing(conn: sa.Connection, deployments: Sequence[Deployment]) -> dict[str, int]:
+    """Insert the configured deployments the table does not know yet; return name -> id.
+
+    Rows that exist are left exactly as they are (settings, ``active``): a command that only
+    needs the ids of the deployments it writes usage or plans for must not rewrite what the
+    daemon synced from its own config (#10 item 4). ``sync_deployments`` is the full sync.
+    """
+    if deployments:
+        conn.execute(
+            pg.insert(deployment_table)
+            .values([_row(d) for d in deployments])
+            .on_conflict_do_nothing(index_elements=[deployment_table.c.name])
+        )
+    return deployment_ids(conn, [d.name for d in deployments])
+
+
+@dataclass(frozen=True)
+class SyncChanges:
+    """What a sync of the deployment table to a config changes, by deployment name."""
+
+    added: tuple[str, ...]
+    updated: tuple[str, ...]
+    reactivated: tuple[str, ...]
+    deactivated: tuple[str, ...]
+
+    @property
+    def empty(self) -> bool:
+        return not (self.added or self.updated or self.reactivated or self.deactivated)
+
+
+def sync_changes(conn: sa.Connection, deployments: Sequence[Deployment]) -> SyncChanges:
+    """What :func:`sync_deployments` would change; reads only."""
+    t = deployment_table
+    columns = ("provider", "model", "unit_tpm", "output_token_weight", "timezone", "settings")
+    stored = {
+        row.name: row
+        for row in conn.execute(sa.select(t.c.name, t.c.active, *[t.c[c] for c in columns]))
+    }
+    added, updated, reactivated = [], [], []
+    for d in deployments:
+        row = stored.get(d.name)
+        if row is None:
+            added.append(d.name)
+            continue
+        wanted = _row(d)
+        if any(getattr(row, c) != wanted[c] for c in columns):
+            updated.append(d.name)
+        if not row.active:
+            reactivated.append(d.name)
+    names = {d.name for d in deployments}
+    deactivated = sorted(n for n, row in stored.items() if row.active and n not in names)
+    return SyncChanges(tuple(added), tuple(updated), tuple(reactivated), tuple(deactivated))
 
 
 def deployment_ids(conn: sa.Connection, names: Sequence[str]) -> dict[str, int]:

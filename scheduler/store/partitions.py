@@ -45,21 +45,36 @@ def ensure_monthly_partitions(
         )
 
 
-def drop_monthly_partitions_before(
+def monthly_partitions_before(
     conn: sa.Connection, parent: str, prefix: str, cutoff: dt.datetime
 ) -> list[str]:
-    """Drop every partition of ``parent`` that ends at or before ``cutoff``; their names."""
-    names = conn.execute(
+    """The partitions of ``parent`` that end at or before ``cutoff`` (reads only)."""
+    return [
+        name
+        for name in _partition_names(conn, parent)
+        if next_month(_partition_start(name, prefix)) <= cutoff
+    ]
+
+
+def _partition_start(name: str, prefix: str) -> dt.datetime:
+    return dt.datetime.strptime(name[len(prefix):], "%Y%m").replace(tzinfo=dt.UTC)
+
+
+def _partition_names(conn: sa.Connection, parent: str) -> list[str]:
+    return list(conn.execute(
         sa.text(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
             "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = :parent ORDER BY 1"
         ),
         {"parent": parent},
-    ).scalars().all()
-    dropped = []
-    for name in names:
-        start = dt.datetime.strptime(name[len(prefix):], "%Y%m").replace(tzinfo=dt.UTC)
-        if next_month(start) <= cutoff:
-            conn.execute(sa.text(f"DROP TABLE {name}"))
-            dropped.append(name)
+    ).scalars().all())
+
+
+def drop_monthly_partitions_before(
+    conn: sa.Connection, parent: str, prefix: str, cutoff: dt.datetime
+) -> list[str]:
+    """Drop every partition of ``parent`` that ends at or before ``cutoff``; their names."""
+    dropped = monthly_partitions_before(conn, parent, prefix, cutoff)
+    for name in dropped:
+        conn.execute(sa.text(f"DROP TABLE {name}"))
     return dropped
