@@ -169,3 +169,33 @@ def test_retention_keeps_the_latest_usage_and_warns_before_dropping(
         assert retention.prune(conn, now, 400) == ["usage_hour_p202501"]
     (warning,) = [e for e in logs if e["event"] == "retention.dropping"]
     assert warning["log_level"] == "warning" and warning["partitions"] == ["usage_hour_p202501"]
+
+
+# -- item 17: the read-only role ----------------------------------------------------------
+
+
+def test_capsched_reader_reads_the_views_and_nothing_else(engine: sa.Engine) -> None:
+    import uuid
+
+    views = ("usage", "usage_minute", "forecast_point", "latest_forecast", "current_plan",
+             "current_plan_interval", "next_actions", "cost_summary", "pending_actions",
+             "service_level_month")
+    user = f"capsched_test_reader_{uuid.uuid4().hex[:8]}"
+    with engine.begin() as conn:
+        # As the README says to connect: a login role that is a member of capsched_reader.
+        conn.execute(sa.text(f"CREATE ROLE {user} LOGIN IN ROLE capsched_reader"))
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text(f"SET ROLE {user}"))
+            for view in views:
+                conn.execute(sa.text(f"SELECT * FROM {view} LIMIT 1")).all()
+            for statement in ("SELECT * FROM usage_hour LIMIT 1", "SELECT * FROM action LIMIT 1",
+                              "DELETE FROM deployment",
+                              "INSERT INTO ingest_batch (file) VALUES ('x')"):
+                with (pytest.raises(sa.exc.ProgrammingError, match="permission denied"),
+                      conn.begin_nested()):
+                    conn.execute(sa.text(statement))
+            conn.rollback()
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP ROLE {user}"))
