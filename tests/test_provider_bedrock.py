@@ -300,7 +300,7 @@ def test_shadow_mode_logs_the_exact_calls_and_sends_nothing(bedrock: Any) -> Non
     receipt = shadow.set_elastic_target("chat", 1, idempotency_key="cs-chat-elastic-0008")
     assert receipt.accepted_units == 1
     assert shadow.holdings("chat").elastic_pending_units == 1
-    ((deployment, key, call),) = shadow.calls
+    ((_deployment, key, call),) = shadow.calls
     assert call.method == "bedrock.create_provisioned_model_throughput"
     assert call.params == create_params(key, "0", 1)
     # The logged call is one the real client accepts (validated by the Stubber's model).

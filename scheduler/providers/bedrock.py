@@ -141,6 +141,10 @@ _AUTH_CODES = {"UnrecognizedClientException", "InvalidSignatureException",
                "ExpiredTokenException", "InvalidClientTokenId", "IncompleteSignature"}
 _PERMISSION = re.compile(r"perform:\s*([A-Za-z0-9-]+:[A-Za-z0-9*]+)")
 _TOKEN_UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
+#: How Bedrock words "no capacity" (a ValidationException or a failureMessage).
+CAPACITY_TEXT = re.compile(
+    r"(insufficient|not enough|no) (available )?capacity|capacity (is )?(not available|"
+    r"unavailable)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -295,7 +299,7 @@ class BedrockProvider(Provider):
                     f"see docs/iam/bedrock-policy.json)", permission=permission, **kw)
             if code in _AUTH_CODES:
                 return AuthenticationError(f"{text} (check the AWS credentials)", **kw)
-            if "capacity" in lowered and code != "ServiceQuotaExceededException":
+            if CAPACITY_TEXT.search(message) and code != "ServiceQuotaExceededException":
                 return OutOfCapacityError(text, **kw)
             if code == "ServiceQuotaExceededException" or "quota" in lowered:
                 return QuotaExceededError(text, **kw)
@@ -567,7 +571,7 @@ class BedrockProvider(Provider):
             deployment = self._tags_of(arn, OP_LOOKUP_REQUEST).get(TAG_DEPLOYMENT)
             if found.get("status") == "Failed":
                 message = str(found.get("failureMessage") or "the throughput failed")
-                code = "out_of_capacity" if "capacity" in message.lower() else "failed"
+                code = "out_of_capacity" if CAPACITY_TEXT.search(message) else "failed"
                 return RequestLookup(key, RequestStatus.FAILED, operation, deployment, arn,
                                      error_code=code, error_message=message)
             details: dict[str, Any] = {"status": found.get("status")}
