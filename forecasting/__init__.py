@@ -56,6 +56,7 @@ from ._gaps import (
     evidence_level,
     gap_mask,
     mask_suspected_gaps,
+    sustained_zeros,
     zero_run_is_gap,
 )
 from ._model import FittedModel, Forecast, fit, fit_batch, forecast, forecast_batch
@@ -81,5 +82,6 @@ __all__ = [
     "mask_suspected_gaps",
     "rolling_origin_eval",
     "select_forecast",
+    "sustained_zeros",
     "zero_run_is_gap",
 ]

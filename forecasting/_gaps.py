@@ -8,6 +8,9 @@ The one rule every path shares (the forecaster's fit and predict, the daemon, th
   run is shorter than ``max_run`` (:data:`ZERO_LOAD_AFTER_MINUTES` by default): zeros that
   go on for longer are load (a retired or idle deployment), and capacity must follow them
   down instead of replaying the old profile;
+* :func:`sustained_zeros` says when the latest minutes are such a run of load-zeros in
+  place of the load the same hours carried on earlier days (a retired deployment): then
+  the planner plans ``min_units`` until a non-zero minute arrives;
 * :func:`evidence_level` says which level observed demand reached often enough to support
   a term commitment; missing minutes are no evidence.
 """
@@ -85,6 +88,48 @@ def gap_mask(
         if zero_run_is_gap(b - a, min_run, max_run):
             mask[a:b] = True
     return mask
+
+
+def sustained_zeros(
+    history: npt.ArrayLike,
+    *,
+    min_run: int = ZERO_LOAD_AFTER_MINUTES,
+    period: int = 1440,
+    samples: int = 7,
+) -> int:
+    """Length (steps) of the trailing run of reported zeros when it has replaced load, else 0.
+
+    ``history`` is demand per step up to now (NaN = missing), oldest first. The trailing
+    run is the stretch since the last positive observation; it counts when it holds at
+    least ``min_run`` reported zeros (missing minutes inside it are neutral) and either
+    lasts a whole ``period`` or more, or the same stretch of the ``samples`` previous
+    periods was mostly (at least half) positive where observed. The last condition keeps
+    a deployment that is idle every night, or idle most of the time, out of it: its
+    zeros are its usual shape, which the forecaster already follows.
+    """
+    x = np.asarray(history, dtype=np.float64).reshape(-1)
+    if min_run <= 0 or x.size == 0:
+        return 0
+    positive = np.flatnonzero(x > 0)
+    start = int(positive[-1]) + 1 if positive.size else 0
+    run = x.size - start
+    if run == 0 or int(np.count_nonzero(x[start:] == 0)) < min_run:
+        return 0
+    if run >= period:
+        return run
+    seen = 0
+    busy = 0
+    for k in range(1, samples + 1):
+        a, b = start - k * period, x.size - k * period
+        if b <= 0:
+            break
+        past = x[max(a, 0):b]
+        past = past[np.isfinite(past)]
+        seen += past.size
+        busy += int(np.count_nonzero(past > 0))
+    if seen == 0:
+        return run  # nothing earlier to compare with: the zeros are all there is
+    return run if busy * 2 >= seen else 0
 
 
 def evidence_level(demand: npt.ArrayLike, share: float, *, window: int | None = None) -> int:

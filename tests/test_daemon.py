@@ -263,3 +263,97 @@ def test_plans_use_the_headroom_calibrated_at_refit(engine: sa.Engine, tmp_path:
         assert next_day.headroom_at == DAY + dt.timedelta(days=1)
     finally:
         daemon.close()
+
+
+def _held_gauge(daemon: Daemon) -> float | None:
+    return daemon.metrics.registry.get_sample_value("capsched_held", {"deployment": "bot"})
+
+
+def test_stale_usage_never_raises_capacity_or_buys_and_says_so_from_the_first_tick(
+    setup: tuple[Daemon, Clock], engine: sa.Engine, tmp_path: Path
+) -> None:
+    """The stale-usage case (issue #9) and #10 item 8: the feed stops at 09:00."""
+    daemon, clock = setup
+    ingest_until(engine, tmp_path, DAY.replace(hour=9))
+    run_ticks(daemon, clock, DAY.replace(hour=8, minute=50), 1)
+    assert _held_gauge(daemon) == 0
+    with engine.connect() as conn:
+        before = conn.execute(sa.text("SELECT count(*) FROM action")).scalar()
+    target = holdings(daemon).elastic_target
+    # 09:11 is the first tick with no usage in the last staleness_minutes (10).
+    clock.now = DAY.replace(hour=9, minute=11)
+    report = daemon.tick(clock.now)
+    assert [d.held for d in report.deployments] == [True]
+    assert _held_gauge(daemon) == 1
+    # 51 h blind, past the next day's commitment decision: nothing raised, nothing bought.
+    for now in (DAY.replace(hour=20), DAY + dt.timedelta(days=1, hours=2, minutes=30),
+                DAY + dt.timedelta(days=2, hours=12)):
+        clock.now = now
+        report = daemon.tick(now)
+        assert [d.held for d in report.deployments] == [True]
+        assert report.actions_planned == 0
+    assert holdings(daemon).elastic_target == target
+    with engine.connect() as conn:
+        after = conn.execute(sa.text("SELECT count(*) FROM action")).scalar()
+        commitments = conn.execute(sa.text(
+            "SELECT count(*) FROM action WHERE kind = 'buy_commitment' AND decided_at > :t"),
+            {"t": DAY.replace(hour=9)}).scalar()
+        decided = conn.execute(sa.text("SELECT count(*) FROM commitment_decision")).scalar()
+    assert after == before and commitments == 0
+    # The deferred decision is not recorded as made: it is taken once usage is fresh again.
+    assert decided == 1
+
+
+def _write_zero_drop(path: Path, zero_from: dt.datetime, until: dt.datetime) -> Path:
+    from scheduler.ingest.files import write_usage_csv
+    from tests.daemon_support import OFF_PEAK, PEAK
+
+    def rows():  # type: ignore[no-untyped-def]
+        t = START
+        while t < until:
+            inp, out = ((0, 0) if t >= zero_from else PEAK if 8 <= t.hour < 18 else OFF_PEAK)
+            yield t, inp, out, 0 if t >= zero_from else 10
+            t += dt.timedelta(minutes=1)
+
+    with path.open("w") as handle:
+        write_usage_csv(rows(), handle)
+    return path
+
+
+def test_reported_zeros_bring_capacity_down_within_hours_and_buy_nothing(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    """The drop-to-zero case: the gateway reports 0 tokens every minute from 09:00."""
+    cfg, _ = config(tmp_path)
+    # The day's commitment decision comes after the drop (as in the case: 60 h of zeros).
+    cfg = dataclasses.replace(cfg, daemon=dataclasses.replace(
+        cfg.daemon, commit_decision_time="12:00"))
+    providers = ProviderSet(cfg, engine)
+    daemon = Daemon(cfg, engine, providers, instance_id="test-zero")
+    clock = Clock()
+    set_provider_clocks(providers, cfg, clock)
+    try:
+        drop = DAY.replace(hour=9)
+        trace = _write_zero_drop(tmp_path / "usage.csv", drop, DAY + dt.timedelta(days=3))
+        ingest_files(engine, [str(trace)], deployment="bot", source="gw")
+        run_ticks(daemon, clock, DAY.replace(hour=8, minute=50), 1)
+        assert holdings(daemon).capacity_at(DAY.replace(hour=8, minute=55)) >= 3
+        # A tick every 10 minutes through the afternoon (refits hourly, as configured).
+        t = DAY.replace(hour=9)
+        while t <= DAY.replace(hour=14):
+            clock.now = t
+            daemon.tick(t)
+            t += dt.timedelta(minutes=10)
+        # zero_load_after_minutes (120) + the 60-minute hold: at min_units (0) by 14:00.
+        assert holdings(daemon).capacity_at(DAY.replace(hour=14)) == cfg.deployments[0].min_units
+        # 2.5 days of zeros later, at the next commitment decisions: nothing bought.
+        for now in (DAY + dt.timedelta(days=1, hours=12), DAY + dt.timedelta(days=2, hours=12)):
+            clock.now = now
+            daemon.tick(now)
+        assert holdings(daemon).capacity_at(DAY + dt.timedelta(days=2, hours=12, minutes=5)) == 0
+        with engine.connect() as conn:
+            bought = conn.execute(sa.text(
+                "SELECT count(*) FROM action WHERE kind = 'buy_commitment'")).scalar()
+        assert bought == 0
+    finally:
+        daemon.close()

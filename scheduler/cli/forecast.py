@@ -123,16 +123,34 @@ def cmd_forecast_eval(ctx: cli.Context) -> int:
     )
     result = report.to_dict()
     result["usage"] = parsed.path
+    # A horizon longer than the trace allows has no scored point: say so, exit 1.
+    short = [h for h, s in result["horizons"].items() if not s.get("n_points")]
     if ctx.args.format == "json":
         print(json.dumps(result, indent=2))
-        return cli.EXIT_OK
-    print(f"{parsed.path}: naive = {result['naive']}, origins = {result['n_origins']}")
-    print(cli.format_table(
-        ["HORIZON(min)", "MAE", "MASE", "PINBALL", "COVER80", "COVER95", "POINTS"],
-        [[h, f"{s['mae']:.4g}", f"{s['mase']:.3f}", f"{s['pinball']:.4g}",
-          f"{s['coverage_80']:.3f}", f"{s['coverage_95']:.3f}", s["n_points"]]
-         for h, s in result["horizons"].items()]))
+    else:
+        print(f"{parsed.path}: naive = {result['naive']}, origins = {result['n_origins']}")
+        print(cli.format_table(
+            ["HORIZON(min)", "MAE", "MASE", "PINBALL", "COVER80", "COVER95", "POINTS"],
+            [[h, _fmt(s.get("mae"), ".4g"), _fmt(s.get("mase"), ".3f"),
+              _fmt(s.get("pinball"), ".4g"), _fmt(s.get("coverage_80"), ".3f"),
+              _fmt(s.get("coverage_95"), ".3f"), s.get("n_points", 0)]
+             for h, s in result["horizons"].items()]))
+    if short:
+        # Every scored point needs the seasonal naive of a day (or week) earlier.
+        print(f"capsched: {parsed.path}: {series.size} minute(s) of usage are too short to "
+              f"score the {', '.join(str(h) for h in short)}-minute horizon(s) (n/a above): "
+              f"each point needs a {result['naive']} seasonal-naive value a "
+              f"{'week' if result['naive'] == 'weekly' else 'day'} earlier and the horizon "
+              "after its origin; evaluate a longer trace", file=sys.stderr)
+        return cli.EXIT_FAILED
     return cli.EXIT_OK
+
+
+def _fmt(value: Any, spec: str) -> str:
+    """A score for the table; ``n/a`` where the horizon had nothing to score."""
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "n/a"
+    return format(value, spec)
 
 
 cli.EXTENSIONS.append(add_commands)

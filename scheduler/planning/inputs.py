@@ -11,6 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
+import forecasting
 from scheduler.planning import seasonal
 from scheduler.planning.economics import FloatArray
 from scheduler.planning.planner import DemandForecast
@@ -34,13 +35,17 @@ def planning_forecast(
     *,
     use_seasonal: bool = True,
     rel_tol: float = 0.01,
+    zero_load_after_minutes: int = forecasting.ZERO_LOAD_AFTER_MINUTES,
 ) -> DemandForecast:
     """The model's quantiles from ``now`` as a :class:`DemandForecast`.
 
     Where the model has nothing to say (NaN: no usable observations yet) the highest recent
     demand is held, so missing data never plans zero capacity. With ``use_seasonal`` the
     trusted seasonal envelope of ``past`` is laid over the quantiles
-    (:mod:`scheduler.planning.seasonal`).
+    (:mod:`scheduler.planning.seasonal`). When ``past`` ends in at least
+    ``zero_load_after_minutes`` of reported zeros that replaced load
+    (:func:`forecasting.sustained_zeros`), the forecast is zero: capacity goes to
+    ``min_units`` and no commitment is bought on it.
     """
     levels = tuple(sorted(float(q) for q in fc.quantile_levels))
     values = np.vstack([np.asarray(fc.quantile(q), dtype=np.float64) for q in levels])
@@ -49,5 +54,13 @@ def planning_forecast(
         fallback = float(finite.max()) if finite.size else 0.0
         values = np.where(np.isfinite(values), values, fallback)
     if use_seasonal:
-        values = seasonal.combine(values, past, rel_tol=rel_tol)
+        # Local-time samples: the forecaster's own time zone (its fitted parameters).
+        timezone = getattr(fc, "parameters", {}).get("timezone")
+        values = seasonal.combine(values, past, rel_tol=rel_tol, now=now,
+                                  timezone=timezone if isinstance(timezone, str) else None)
+    if forecasting.sustained_zeros(past, min_run=zero_load_after_minutes):
+        # Reported zeros for hours where the same hours carried load before: the
+        # deployment went quiet (retired, drained). Plan for the zeros it reports; the
+        # first non-zero minute leaves the band and re-plans from the model.
+        values = np.zeros_like(values)
     return DemandForecast(now, levels, values)

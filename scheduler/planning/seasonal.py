@@ -9,9 +9,15 @@ pattern is trusted.
 
 The rule, per forecast minute ``now + h`` and per season (daily, then weekly):
 
-* the samples are the observations at ``now + h - k * period`` for the ``N`` most recent
-  ``k`` that lie in the past (``k * period > h``);
-* they *agree* when all are observed (no gap, no NaN) and ``max - min <= rel_tol * max``;
+* the samples are the observations at the same *local* time ``k`` periods before
+  ``now + h`` (``now + h - k * period`` in UTC, shifted by the change of the deployment's
+  UTC offset in between: 1380 or 1500 minutes back across a daylight-saving change, so
+  local peaks are not an hour late for a week after it) for the ``N`` most recent ``k``
+  that lie in the past (``k * period > h``);
+* they *agree* when at least half of them (and at least two) are observed and the
+  observed ones satisfy ``max - min <= rel_tol * max``: a few unreported minutes do not
+  void the envelope (a lossy pipeline would otherwise distrust a third of all minutes
+  at 5 % missing and re-plan from the wider model band);
 * the season is *followed today* when, over the last ``check_minutes`` observed minutes,
   every minute whose own samples agree was within ``rel_tol`` of them (and at least half
   of those minutes had agreeing samples);
@@ -27,6 +33,8 @@ the envelope takes over and the plan follows the steps to the minute. Pure and c
 
 from __future__ import annotations
 
+import datetime as dt
+import zoneinfo
 from collections.abc import Sequence
 
 import numpy as np
@@ -37,13 +45,46 @@ from scheduler.planning.economics import FloatArray
 DEFAULT_SEASONS: tuple[tuple[int, int], ...] = ((1440, 7), (10_080, 3))
 
 
-def _samples(history: FloatArray, offsets: np.ndarray, period: int, count: int) -> FloatArray:
-    """Observations at ``len(history) + offsets - k * period`` for the ``count`` most
-    recent ``k`` in the past; NaN where the history does not reach (count x len(offsets))."""
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+#: UTC offsets are looked up on a quarter-hour grid: every real time-zone transition
+#: happens on a quarter-hour boundary.
+_OFFSET_GRID_MINUTES = 15
+
+
+def utc_offsets(utc_minutes: np.ndarray, timezone: str | None) -> np.ndarray:
+    """The zone's UTC offset (minutes) at each of ``utc_minutes`` (minutes since the epoch)."""
+    if timezone in (None, "UTC", "Etc/UTC") or utc_minutes.size == 0:
+        return np.zeros(utc_minutes.shape, dtype=np.int64)
+    zone = zoneinfo.ZoneInfo(timezone)
+    q = np.floor_divide(utc_minutes, _OFFSET_GRID_MINUTES)
+    q0, q1 = int(q.min()), int(q.max())
+    table = np.empty(q1 - q0 + 1, dtype=np.int64)
+    for j in range(q1 - q0 + 1):
+        instant = _EPOCH + dt.timedelta(minutes=(q0 + j) * _OFFSET_GRID_MINUTES)
+        off = instant.astimezone(zone).utcoffset() or dt.timedelta(0)
+        table[j] = int(off // dt.timedelta(minutes=1))
+    out: np.ndarray = table[q - q0]
+    return out
+
+
+def _samples(history: FloatArray, offsets: np.ndarray, period: int, count: int,
+             now_minutes: int | None = None, timezone: str | None = None) -> FloatArray:
+    """Observations at the same local time ``k`` periods before ``len(history) + offsets``
+    for the ``count`` most recent ``k`` in the past; NaN where the history does not reach
+    (count x len(offsets)). ``now_minutes`` (UTC minutes since the epoch of index
+    ``len(history)``) and ``timezone`` place the history in local time; without them
+    the lag is exactly ``k * period``."""
     n = history.shape[0]
     k0 = np.maximum(np.floor_divide(offsets, period) + 1, 1)
     ks = k0[None, :] + np.arange(count)[:, None]
     idx = n + offsets[None, :] - ks * period
+    if now_minutes is not None and timezone not in (None, "UTC", "Etc/UTC"):
+        target = now_minutes + offsets
+        back = target[None, :] - ks * period
+        # Same local clock time: move by the change of UTC offset between the two days.
+        shift = (utc_offsets(target, timezone)[None, :]
+                 - utc_offsets(back.reshape(-1), timezone).reshape(back.shape))
+        idx = idx + shift
     ok = (idx >= 0) & (idx < n)
     out = np.full(idx.shape, np.nan)
     out[ok] = history[idx[ok]]
@@ -51,23 +92,32 @@ def _samples(history: FloatArray, offsets: np.ndarray, period: int, count: int) 
 
 
 def _agree(samples: FloatArray, rel_tol: float) -> tuple[np.ndarray, FloatArray]:
-    finite = np.isfinite(samples).all(axis=0)
-    filled = np.where(np.isfinite(samples), samples, 0.0)
-    top = filled.max(axis=0)
-    spread = top - filled.min(axis=0)
-    return finite & (spread <= rel_tol * np.abs(top) + 1e-12), top
+    observed = np.isfinite(samples)
+    enough = observed.sum(axis=0) >= max(2, (samples.shape[0] + 1) // 2)
+    top = np.where(observed, samples, -np.inf).max(axis=0)
+    low = np.where(observed, samples, np.inf).min(axis=0)
+    top = np.where(enough, top, 0.0)
+    spread = np.where(enough, top - low, np.inf)
+    return enough & (spread <= rel_tol * np.abs(top) + 1e-12), top
 
 
 def seasonal_envelope(
     history: FloatArray, horizon: int, *, seasons: Sequence[tuple[int, int]] = DEFAULT_SEASONS,
-    rel_tol: float = 0.01, check_minutes: int = 60,
+    rel_tol: float = 0.01, check_minutes: int = 60, now: dt.datetime | None = None,
+    timezone: str | None = None,
 ) -> tuple[np.ndarray, FloatArray]:
     """Where the history's seasonal samples agree (and today follows them): mask and value.
 
     ``history`` holds the observations up to now (the last element is the minute before
-    now; NaN = missing). Returns ``(trusted, value)`` for the minutes ``[now, now+horizon)``.
+    now; NaN = missing). ``now`` (timezone-aware) and ``timezone`` (IANA name) make the
+    samples local-time aligned; without them the lags are whole UTC periods. Returns
+    ``(trusted, value)`` for the minutes ``[now, now+horizon)``.
     """
     history = np.asarray(history, dtype=np.float64)
+    now_minutes = (None if now is None else
+                   int((now.astimezone(dt.UTC).replace(second=0, microsecond=0) - _EPOCH)
+                       // dt.timedelta(minutes=1)))
+
     trusted = np.zeros(horizon, dtype=bool)
     value = np.zeros(horizon)
     if history.size == 0 or horizon <= 0:
@@ -81,7 +131,8 @@ def seasonal_envelope(
         if check <= 0:
             continue
         past = np.arange(-check, 0)
-        ok_past, top_past = _agree(_samples(history, past, period, count), rel_tol)
+        ok_past, top_past = _agree(_samples(history, past, period, count, now_minutes,
+                                                    timezone), rel_tol)
         seen = history[past]
         judged = ok_past & np.isfinite(seen)
         if judged.sum() * 2 < check:
@@ -89,7 +140,7 @@ def seasonal_envelope(
         if (np.abs(seen[judged] - top_past[judged]) > rel_tol * np.abs(top_past[judged])
                 + 1e-12).any():
             continue
-        ok, top = _agree(_samples(history, ahead, period, count), rel_tol)
+        ok, top = _agree(_samples(history, ahead, period, count, now_minutes, timezone), rel_tol)
         new = ok & ~trusted
         value[new] = top[new]
         trusted |= new

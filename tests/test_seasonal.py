@@ -1,0 +1,75 @@
+"""The seasonal envelope follows local time across daylight-saving changes (issue #9,
+dst-shift case), and a few unreported minutes do not void it (sparse-missing case)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+
+import numpy as np
+import pytest
+
+from scheduler.planning.seasonal import seasonal_envelope, utc_offsets
+
+
+def local_step_load(start: dt.datetime, minutes: int, zone: str) -> np.ndarray:
+    """1 unit at night, 4 units 08:00-18:00 local time, one value per UTC minute."""
+    tz = zoneinfo.ZoneInfo(zone)
+    out = np.empty(minutes)
+    for i in range(minutes):
+        hour = (start + dt.timedelta(minutes=i)).astimezone(tz).hour
+        out[i] = 4.0 if 8 <= hour < 18 else 1.0
+    return out
+
+
+# (zone, a local morning just after a change: spring forward and fall back, two zones)
+CHANGES = [
+    ("America/Los_Angeles", dt.datetime(2026, 3, 9, 7, 30)),   # PST -> PDT on 03-08
+    ("America/Los_Angeles", dt.datetime(2026, 11, 2, 7, 30)),  # PDT -> PST on 11-01
+    ("Europe/Berlin", dt.datetime(2026, 3, 30, 7, 30)),        # CET -> CEST on 03-29
+    ("Europe/Berlin", dt.datetime(2026, 10, 26, 7, 30)),       # CEST -> CET on 10-25
+]
+
+
+@pytest.mark.parametrize(("zone", "local_now"), CHANGES)
+def test_local_peak_is_anticipated_at_its_local_hour_after_a_dst_change(
+        zone: str, local_now: dt.datetime) -> None:
+    now = local_now.replace(tzinfo=zoneinfo.ZoneInfo(zone)).astimezone(dt.UTC)
+    start = now - dt.timedelta(days=22)
+    history = local_step_load(start, 22 * 1440, zone)
+    horizon = 120
+    truth = local_step_load(now, horizon, zone)
+    trusted, value = seasonal_envelope(history, horizon, now=now, timezone=zone)
+    assert trusted.all()
+    # The step to 4 units comes exactly at 08:00 local (30 minutes ahead), not an hour
+    # early or late as whole-UTC-day lags would put it for a week after the change.
+    np.testing.assert_array_equal(value, truth)
+    assert value[29] == 1.0 and value[30] == 4.0
+    # The UTC lags of old: wrong by an hour, so the envelope is distrusted or misplaced.
+    utc_trusted, utc_value = seasonal_envelope(history, horizon)
+    assert not (utc_trusted.all() and np.array_equal(utc_value, truth))
+
+
+def test_utc_offsets_follow_the_zone() -> None:
+    before = dt.datetime(2026, 3, 8, 9, 0, tzinfo=dt.UTC)  # 01:00 PST
+    after = dt.datetime(2026, 3, 8, 11, 0, tzinfo=dt.UTC)  # 04:00 PDT
+    epoch = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    minutes = np.array([(t - epoch) // dt.timedelta(minutes=1) for t in (before, after)])
+    assert utc_offsets(minutes, "America/Los_Angeles").tolist() == [-480, -420]
+    assert utc_offsets(minutes, "UTC").tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("missing", [0.01, 0.05, 0.2])
+def test_a_few_missing_samples_do_not_void_the_envelope(missing: float) -> None:
+    now = dt.datetime(2026, 3, 23, 7, 30, tzinfo=dt.UTC)
+    start = now - dt.timedelta(days=22)
+    history = local_step_load(start, 22 * 1440, "UTC")
+    complete_trusted, complete = seasonal_envelope(history, 180, now=now, timezone="UTC")
+    rng = np.random.default_rng(int(missing * 100))
+    lossy = history.copy()
+    lossy[rng.random(lossy.size) < missing] = np.nan
+    trusted, value = seasonal_envelope(lossy, 180, now=now, timezone="UTC")
+    assert complete_trusted.all()
+    # Nearly every minute stays trusted, with the complete trace's value.
+    assert trusted.mean() >= 0.95
+    np.testing.assert_array_equal(value[trusted], complete[trusted])
