@@ -147,15 +147,24 @@ def test_planner_holds_the_median_times_the_calibrated_headroom() -> None:
     assert any(r.rule == "calibrated_headroom" for r in calibrated.reasons)
     per_minute = plan(fc, Holdings(), dep, now, settings=s)
     assert int(per_minute.required_units[10]) > 48  # the band's 97.5 % is 76
-    # A period that spilled twice its share aims at half the target: h = 0.3 -> 52.
-    debt = SpillToDate(demand_unit_minutes=10_000.0, spill_unit_minutes=180.0)
+    # A period that spilled twice its share aims at half the target: h = 0.3 -> 52, when
+    # the 900 unit-minutes of overrun (at $1 each) pay for the 4 extra units over the
+    # horizon (4 x 120 min x $0.634 = $304 < $900).
+    debt = SpillToDate(demand_unit_minutes=100_000.0, spill_unit_minutes=1800.0)
     tightened = plan(fc, Holdings(), dep, now, settings=s, headroom=curve,
-                     spill_to_date=debt)
+                     spill_to_date=debt, spill_price=1.0)
     assert int(tightened.required_units[10]) == 52
+    assert tightened.bound_alert is None
+    # At the default price ($0.0025 a unit-minute) the overrun cost $2.25: repaying it
+    # would cost far more, so the plan holds 48 and says why.
+    cheap = plan(fc, Holdings(), dep, now, settings=s, headroom=curve, spill_to_date=debt)
+    assert int(cheap.required_units[10]) == 48
+    assert cheap.bound_alert is not None and "not met economically" in cheap.bound_alert
+    assert any(r.rule == "overrun_not_repaid" for r in cheap.reasons)
     # Nothing on the curve meets a tighter aim: the per-minute rule decides.
     worse = SpillToDate(demand_unit_minutes=10_000.0, spill_unit_minutes=900.0)
     fallback = plan(fc, Holdings(), dep, now, settings=s, headroom=curve,
-                    spill_to_date=worse)
+                    spill_to_date=worse, spill_price=1e6)
     assert not any(r.rule == "calibrated_headroom" for r in fallback.reasons)
     assert int(fallback.required_units[10]) >= int(per_minute.required_units[10])
 

@@ -28,6 +28,7 @@ import numpy.typing as npt
 from scheduler.config import Deployment
 from scheduler.ingest.files import ParsedUsage
 from scheduler.planning.economics import (
+    Commitment,
     CostBreakdown,
     FloatArray,
     as_datetime,
@@ -39,7 +40,12 @@ from scheduler.planning.economics import (
     schedule_cost,
 )
 from scheduler.planning.follow import FollowedPlan, FollowSettings
-from scheduler.planning.headroom import HeadroomCurve, applies_to, headroom_curves
+from scheduler.planning.headroom import (
+    HeadroomCurve,
+    applies_to,
+    constant_level_spill,
+    headroom_curves,
+)
 from scheduler.planning.hindsight import hindsight_optimum
 from scheduler.planning.inputs import ForecastLike, planning_forecast
 from scheduler.planning.planner import (
@@ -80,6 +86,8 @@ class BacktestSettings:
     commit_hour_utc: int = 0
     commit_forecast_minutes: int = 10_080
     zero_gap_minutes: int = 10
+    #: Zero runs this long are load, not gaps (``forecasting._gaps``; 0: never).
+    zero_load_after_minutes: int = 120
     reactive_window_minutes: int = 5
     reactive_headroom: float = 0.2
     #: Re-plan at least this often (and whenever the followed plan changes or an
@@ -107,6 +115,8 @@ class BacktestSettings:
     #: Re-calibrate the elastic headroom (:mod:`scheduler.planning.headroom`) at each
     #: refit on this many days of usage; 0 keeps the planner's per-minute rule.
     headroom_days: float = 7.0
+    #: Days of observed demand whose peak bounds the capacity held (the evidence).
+    evidence_days: float = 7.0
 
 
 def _load_forecaster() -> ForecasterLike:
@@ -115,16 +125,13 @@ def _load_forecaster() -> ForecasterLike:
     return forecasting  # type: ignore[return-value]
 
 
-def _gap_mask(values: FloatArray, missing: npt.NDArray[np.bool_], min_run: int) -> Any:
-    """Minutes inside runs of at least ``min_run`` zero-or-missing minutes."""
-    zero = (values == 0) | missing
-    padded = np.concatenate([[False], zero, [False]])
-    edges = np.flatnonzero(padded[1:] != padded[:-1])
-    mask = missing.copy()
-    for a, b in zip(edges[0::2], edges[1::2], strict=True):
-        if b - a >= min_run:
-            mask[a:b] = True
-    return mask
+def _gap_mask(values: FloatArray, missing: npt.NDArray[np.bool_], min_run: int,
+              max_run: int = 120) -> Any:
+    """Missing minutes, and runs of ``min_run`` to ``max_run`` zero-or-missing minutes
+    (the one rule: :func:`forecasting.gap_mask`)."""
+    import forecasting
+
+    return forecasting.gap_mask(values, missing, min_run=min_run, max_run=max_run)
 
 
 def _calendar(forecaster: Any, deployment: Deployment) -> Any:
@@ -183,7 +190,7 @@ def run_backtest(
     out[idx[keep]] = usage.output_tokens[rows][keep]
     missing[idx[keep]] = False
     demand = demand_units(inp, out, dep)
-    gaps = _gap_mask(demand, missing, cfg.zero_gap_minutes)
+    gaps = _gap_mask(demand, missing, cfg.zero_gap_minutes, cfg.zero_load_after_minutes)
     observed = np.where(gaps, np.nan, demand)
     # Start of the zero-or-missing run each minute belongs to (the minute itself otherwise).
     zero = (demand == 0) | missing
@@ -215,6 +222,9 @@ def run_backtest(
         replan_on_change=cfg.replan_on_change, replan_on_required=cfg.replan_on_required,
         replan_below_band=cfg.replan_below_band)
     n_plans = 0
+    first_alert: tuple[int, str] | None = None
+    first_cover: dict[str, Any] | None = None
+    evidence = int(cfg.evidence_days * 1440)
     headroom: HeadroomCurve | None = None
     headrooms: list[float | None] = []
     for k in range(n):
@@ -226,7 +236,11 @@ def run_backtest(
             # What is known at t: the whole-trace gap mask cannot tell whether a zero run
             # still in progress will reach the gap length, so that run is missing here
             # (the safe reading) whatever its final length.
-            if seen is None and t > 0:
+            # A run that has lasted zero_load_after_minutes is load (forecasting._gaps).
+            in_gap = seen is None and t > 0 and (
+                cfg.zero_load_after_minutes <= 0
+                or t - int(run_start[t - 1]) < cfg.zero_load_after_minutes)
+            if in_gap:
                 a = int(run_start[t - 1])
                 saved = observed[a:t].copy()
                 observed[a:t] = np.nan
@@ -253,11 +267,18 @@ def run_backtest(
             d_recent = cum_dem[t] - cum_dem[max(0, t - 1440)]
             price = ((cum_payg[t] - cum_payg[max(0, t - 1440)]) / d_recent
                      if d_recent > 0 else None)
+            seen_recent = observed[max(0, t - evidence):t]
+            seen_recent = seen_recent[np.isfinite(seen_recent)]
             p = plan(fc, provider.holdings(k), dep, now, settings=cfg.planner,
                      commit_forecast=commit_fc, spill_to_date=SpillToDate(demanded, spilled),
-                     spill_price=price, headroom=headroom)
+                     spill_price=price, headroom=headroom,
+                     recent_peak=float(seen_recent.max()) if seen_recent.size else None)
             n_plans += 1
-            if seen is None and t > 0:
+            if first_cover is None and p.cover is not None:
+                first_cover = _cover_summary(p, k, origin, dep.max_spill_fraction)
+            if first_alert is None and p.bound_alert is not None:
+                first_alert = (k, p.bound_alert)
+            if in_gap:
                 observed[a:t] = saved
             for c in p.new_commitments:
                 provider.buy(k, c.term_days, c.units,
@@ -293,9 +314,49 @@ def run_backtest(
                        int(gaps[i0:].sum()), len(commitments), len(provider.events), cfg,
                        n_plans,
                        headrooms)
+    summary["bound"] = {
+        "first_alert_utc": None if first_alert is None else _fmt_minute(origin, first_alert[0]),
+        "first_alert": None if first_alert is None else first_alert[1],
+        "first_cover": first_cover,
+        "hindsight_constant_level": _hindsight_level(w0, w_inp, w_out, w_dem, dep),
+    }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n",
                                           encoding="utf-8")
     return summary
+
+
+def _cover_summary(p: Any, k: int, origin: dt.datetime, bound: float) -> dict[str, Any]:
+    """What the first plan with a cover estimated, per day (the backtest's day-1 view)."""
+    c = p.cover
+    return {"at_utc": _fmt_minute(origin, k), "kind": c.kind, "level": c.level,
+            "headroom": c.headroom, "replayed_spill_fraction": round(c.spill_fraction, 6),
+            "bound_cost_per_day": round(c.bound_cost_per_minute * 1440, 2),
+            "bound_replayed_spill_fraction": round(c.bound_spill_fraction, 6),
+            "ceiling_per_day": round(c.ceiling_per_minute * 1440, 2),
+            "ceiling_spill_fraction": round(c.ceiling_spill_fraction, 6),
+            "payg_per_day": round(c.payg_cost_per_minute * 1440, 2),
+            "payg_cheaper_than_any_reservation": c.payg_cheapest,
+            "bound_within_ceiling": c.bound_within_ceiling,
+            "detail": c.describe(bound)}
+
+
+def _hindsight_level(w0: np.datetime64, inp: FloatArray, out: FloatArray, dem: FloatArray,
+                     dep: Deployment) -> dict[str, Any]:
+    """The cheapest constant capacity meeting the bound in hindsight, held all along at
+    the 30-day rate (the yardstick of what meeting the bound really costs)."""
+    spill = constant_level_spill(dem, math.ceil(float(dem.max(initial=0.0)) - 1e-9) + 1)
+    ok = np.flatnonzero(spill <= dep.max_spill_fraction + 1e-12)
+    units = int(ok[0]) if ok.size else int(spill.size - 1)
+    # Renewed every 30 days so the level is held over a window of any length.
+    commitments = [Commitment(as_datetime(w0) + dt.timedelta(days=30 * i), 30, units)
+                   for i in range(math.ceil(dem.size / 43_200))] if units else []
+    c = schedule_cost(start=w0, input_tokens=inp, output_tokens=out,
+                      elastic_units=np.zeros(dem.size, dtype=np.int64),
+                      commitments=commitments, deployment=dep)
+    days = dem.size / 1440
+    return {"units": units, "cost": round(c.total, 2),
+            "cost_per_day": round(c.total / days, 2) if days else None,
+            "spill_fraction": c.spill_fraction}
 
 
 def _headroom_curve(observed: FloatArray, dep: Deployment,

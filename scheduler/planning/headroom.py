@@ -19,6 +19,7 @@ calibrates every deployment together, as it refits them).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,6 +45,17 @@ def replayed_spill_fraction(
     Returns (m, k). A request at minute d serves from d + lead; a unit is released only
     once it has been active ``hold`` minutes and the rule no longer needs it.
     """
+    return replay_headroom_rule(demand, headrooms, lead=lead, hold=hold)[0]
+
+
+def replay_headroom_rule(
+    demand: npt.ArrayLike, headrooms: npt.ArrayLike, *, lead: int, hold: int
+) -> tuple[FloatArray, FloatArray]:
+    """Spill fraction and mean units held of the headroom rule, per series and h.
+
+    As :func:`replayed_spill_fraction`; the second (m, k) array is the mean number of
+    active (billed) units per replayed minute, so the rule's cost can be priced.
+    """
     d = np.atleast_2d(np.asarray(demand, dtype=np.float64))
     m, t = d.shape
     h = np.asarray(headrooms, dtype=np.float64)
@@ -59,6 +71,7 @@ def replayed_spill_fraction(
     n_pending = np.zeros((m, k))
     n_active = np.zeros((m, k))
     spill = np.zeros((m, k))
+    held = np.zeros((m, k))
     total = np.zeros((m, 1))
     truth = np.where(np.isfinite(d), d, 0.0)
     scored = np.isfinite(d)
@@ -82,13 +95,14 @@ def replayed_spill_fraction(
         release = np.clip(np.minimum(n_active + n_pending - need, eligible), 0.0, None)
         eligible -= release
         n_active -= release
+        held += n_active
         if scored[:, step].any():
             x = truth[:, step, None]
             spill += np.where(scored[:, step, None], np.maximum(x - n_active, 0.0), 0.0)
             total += np.where(scored[:, step, None], x, 0.0)
     frac = np.zeros((m, k))
     np.divide(spill, np.broadcast_to(total, (m, k)), out=frac, where=total > 0)
-    return frac
+    return frac, held / max(t - 1, 1)
 
 
 def applies_to(deployment: Deployment) -> bool:
@@ -100,10 +114,22 @@ def applies_to(deployment: Deployment) -> bool:
 
 @dataclass(frozen=True)
 class HeadroomCurve:
-    """Replayed spill fraction of the rule at each candidate headroom (ascending)."""
+    """Replayed spill fraction of the rule at each candidate headroom (ascending).
+
+    The optional fields describe the same replayed window for pricing other covers
+    (:func:`choose_cover`): ``capacity`` is the mean units the rule held per minute at each
+    headroom; ``level_spill[c]`` is the spill fraction of a constant ``c`` units held all
+    along; ``mean_demand`` (units per observed minute), ``peak`` (highest minute) and
+    ``observed_minutes`` are the window's demand.
+    """
 
     headrooms: tuple[float, ...]
     spill_fractions: tuple[float, ...]
+    capacity: tuple[float, ...] = ()
+    level_spill: tuple[float, ...] = ()
+    mean_demand: float = 0.0
+    peak: float = 0.0
+    observed_minutes: int = 0
 
     def headroom_for(self, target_fraction: float) -> float | None:
         """Smallest headroom from which every larger one replayed within the target;
@@ -119,6 +145,32 @@ class HeadroomCurve:
             best = h
         return best
 
+    def spill_at(self, headroom: float) -> float:
+        """Replayed spill fraction at a headroom of the grid."""
+        return self.spill_fractions[self.headrooms.index(headroom)]
+
+
+#: Constant levels priced by :func:`choose_cover` at most (0 .. this many units).
+MAX_LEVELS = 4000
+
+
+def constant_level_spill(demand: npt.ArrayLike, levels: int) -> FloatArray:
+    """Spill fraction of holding ``c`` units all along, for c = 0 .. levels - 1.
+
+    ``demand`` is (t,) demand units per minute, NaN where missing (not scored). Exact:
+    sum_t max(0, d_t - c) / sum_t d_t, from the sorted demand (O(t log t + levels)).
+    """
+    d = np.asarray(demand, dtype=np.float64)
+    d = np.sort(d[np.isfinite(d)])
+    total = float(d.sum())
+    c = np.arange(max(levels, 1), dtype=np.float64)
+    if total <= 0:
+        return np.zeros(c.shape)
+    above_sum = np.concatenate([np.cumsum(d[::-1])[::-1], [0.0]])
+    first_above = np.searchsorted(d, c, side="right")
+    spill = above_sum[first_above] - c * (d.size - first_above)
+    return np.asarray(np.maximum(spill, 0.0) / total, np.float64)
+
 
 def headroom_curves(
     demand: npt.ArrayLike, *, lead: int, hold: int, grid: tuple[float, ...] = DEFAULT_GRID,
@@ -126,10 +178,162 @@ def headroom_curves(
 ) -> list[HeadroomCurve | None]:
     """One curve per row of ``demand`` ((m, t) or (t,)); None with under a day observed."""
     d = np.atleast_2d(np.asarray(demand, dtype=np.float64))
-    frac = replayed_spill_fraction(d, np.asarray(grid), lead=lead, hold=hold)
-    enough = np.isfinite(d).sum(axis=1) >= min_observed_minutes
-    return [HeadroomCurve(tuple(grid), tuple(float(x) for x in row)) if ok else None
-            for row, ok in zip(frac, enough, strict=True)]
+    frac, held = replay_headroom_rule(d, np.asarray(grid), lead=lead, hold=hold)
+    observed = np.isfinite(d).sum(axis=1)
+    out: list[HeadroomCurve | None] = []
+    for i in range(d.shape[0]):
+        if observed[i] < min_observed_minutes:
+            out.append(None)
+            continue
+        row = d[i][np.isfinite(d[i])]
+        peak = float(row.max(initial=0.0))
+        levels = min(MAX_LEVELS, math.ceil(peak - 1e-9) + 1)
+        out.append(HeadroomCurve(
+            tuple(grid), tuple(float(x) for x in frac[i]),
+            capacity=tuple(float(x) for x in held[i]),
+            level_spill=tuple(float(x) for x in constant_level_spill(row, levels)),
+            mean_demand=float(row.mean()), peak=peak, observed_minutes=int(observed[i])))
+    return out
+
+
+@dataclass(frozen=True)
+class Cover:
+    """The capacity rule chosen on the recent replay, and what the bound would cost.
+
+    Costs are dollars per minute of the replayed window (capacity + spill at the recent
+    pay-as-you-go price per unit-minute); spill fractions are replayed. ``kind`` is
+    ``"headroom"`` (median forecast x (1 + ``headroom``)), ``"level"`` (``level`` units
+    all along, priced at the 30-day committed rate: what a constant level is worth
+    committing) or ``"payg"`` (no reserved unit at all).
+    """
+
+    kind: str
+    headroom: float | None
+    level: int
+    spill_fraction: float
+    cost_per_minute: float
+    #: Whether the chosen cover meets the plan's aim on the replay.
+    meets_aim: bool
+    #: The cheapest cover meeting ``max_spill_fraction`` itself, and its replayed spill.
+    bound_cost_per_minute: float
+    bound_spill_fraction: float
+    bound_level: int
+    bound_headroom: float | None
+    #: The ceiling (default dedicated at the replay's peak) and the least spill a cover
+    #: costing at most that buys on the replay.
+    ceiling_per_minute: float
+    ceiling_spill_fraction: float
+    payg_cost_per_minute: float
+    #: False for a curve without pricing data: only the headroom rule, costs unknown.
+    priced: bool = True
+
+    @property
+    def bound_within_ceiling(self) -> bool:
+        return not self.priced or self.bound_cost_per_minute <= self.ceiling_per_minute + 1e-9
+
+    @property
+    def payg_cheapest(self) -> bool:
+        """Pay-as-you-go alone is cheaper than every cover holding a reserved unit."""
+        return self.kind == "payg" or (
+            self.priced and self.payg_cost_per_minute <= self.cost_per_minute + 1e-12)
+
+    def describe(self, bound: float) -> str:
+        """One sentence for a plan's reasons and the backtest summary."""
+        if not self.priced:
+            return (f"median forecast x {1 + (self.headroom or 0.0):.3f} replayed "
+                    f"{self.spill_fraction:.2%} spill on recent history (costs not priced)")
+        day = 1440.0
+        text = (f"meeting the {bound:.2%} spill bound on the recent replay costs "
+                f"${self.bound_cost_per_minute * day:,.2f}/day "
+                f"(${self.bound_cost_per_minute * 43_200:,.0f} per 30 days: "
+                + (f"{self.bound_level} units held all along"
+                   if self.bound_headroom is None else
+                   f"median forecast x {1 + self.bound_headroom:.3f}")
+                + f"); the ceiling ${self.ceiling_per_minute * day:,.2f}/day buys "
+                  f"{self.ceiling_spill_fraction:.2%} spill; pay-as-you-go alone costs "
+                  f"${self.payg_cost_per_minute * day:,.2f}/day")
+        if not self.bound_within_ceiling:
+            text += "; the bound is not met at a sane price, holding the cheapest cover"
+        if self.payg_cheapest:
+            text += "; pay-as-you-go alone is cheaper than any reservation"
+        return text
+
+
+def choose_cover(
+    curve: HeadroomCurve, deployment: Deployment, aim: float, spill_price: float,
+    *, ceiling_per_minute: float | None = None,
+) -> Cover | None:
+    """Cheapest cover that meets ``aim`` on the replay, within the cost ceiling.
+
+    Candidates: the headroom rule at each grid point (elastic units, the replay's mean
+    holding), a constant level of ``c`` units for every ``c`` up to the replay's peak
+    (30-day committed rate) and pay-as-you-go alone (``c = 0``); each costs its capacity
+    plus its replayed spill at ``spill_price`` dollars per unit-minute. The smallest
+    headroom meeting ``aim`` is kept when no constant level meeting it is cheaper (the
+    calibrated rule of :meth:`HeadroomCurve.headroom_for`). When no cover meets ``aim``
+    at or under the ceiling (default: dedicated capacity at the replay's peak), the
+    cheapest cover of all is held and the bound is reported, not chased.
+    A curve without pricing data gives the smallest headroom meeting ``aim`` (None when
+    none does).
+    """
+    if not curve.level_spill or not curve.capacity:
+        hr = curve.headroom_for(aim)
+        if hr is None:
+            return None
+        nan = math.nan
+        return Cover("headroom", hr, 0, curve.spill_at(hr), nan, True, nan, nan, 0, None,
+                     math.inf, nan, nan, priced=False)
+    p = deployment.pricing
+    re = p.elastic_unit_hour / 60.0
+    r30 = p.elastic_unit_hour * (1.0 - p.commit_30d_discount) / 60.0
+    q = max(spill_price, 0.0)
+    dem = curve.mean_demand
+    h = np.asarray(curve.headrooms)
+    h_spill = np.asarray(curve.spill_fractions)
+    h_cost = np.asarray(curve.capacity) * re + h_spill * dem * q
+    c_spill = np.asarray(curve.level_spill)
+    levels = np.arange(c_spill.size)
+    c_cost = levels * r30 + c_spill * dem * q
+    ceiling = (ceiling_per_minute if ceiling_per_minute is not None and ceiling_per_minute > 0
+               else math.ceil(curve.peak - 1e-9) * p.dedicated_per_unit_month / 43_200.0)
+    tol = 1e-12
+
+    def cheapest(target: float) -> tuple[str, int, float]:
+        """(kind, index, cost) of the cheapest cover meeting ``target``."""
+        lv = np.flatnonzero(c_spill <= target + tol)
+        best_c = int(lv[np.argmin(c_cost[lv])]) if lv.size else c_spill.size - 1
+        hr = curve.headroom_for(target)
+        if hr is not None:
+            i = curve.headrooms.index(hr)
+            if h_cost[i] <= c_cost[best_c]:
+                return "headroom", i, float(h_cost[i])
+        return "level", best_c, float(c_cost[best_c])
+
+    b_kind, b_i, b_cost = cheapest(deployment.max_spill_fraction)
+    b_spill = float(h_spill[b_i] if b_kind == "headroom" else c_spill[b_i])
+    affordable_spill = np.concatenate([h_spill[h_cost <= ceiling + 1e-9],
+                                       c_spill[c_cost <= ceiling + 1e-9]])
+    ceiling_spill = float(affordable_spill.min()) if affordable_spill.size else 1.0
+    kind, i, cost = cheapest(aim)
+    meets = True
+    if cost > ceiling + 1e-9:
+        # Not met at a sane price: hold the cheapest cover of all.
+        meets = False
+        ih, ic = int(np.argmin(h_cost)), int(np.argmin(c_cost))
+        kind, i, cost = (("headroom", ih, float(h_cost[ih])) if h_cost[ih] < c_cost[ic]
+                         else ("level", ic, float(c_cost[ic])))
+    if kind == "level" and i == 0:
+        kind = "payg"
+    return Cover(
+        kind=kind, headroom=float(h[i]) if kind == "headroom" else None,
+        level=i if kind != "headroom" else 0,
+        spill_fraction=float(h_spill[i] if kind == "headroom" else c_spill[i]),
+        cost_per_minute=cost, meets_aim=meets, bound_cost_per_minute=b_cost,
+        bound_spill_fraction=b_spill, bound_level=b_i if b_kind == "level" else 0,
+        bound_headroom=float(h[b_i]) if b_kind == "headroom" else None,
+        ceiling_per_minute=float(ceiling), ceiling_spill_fraction=ceiling_spill,
+        payg_cost_per_minute=float(c_cost[0]),
+    )
 
 
 def carry_forward(x: FloatArray) -> FloatArray:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import math
+import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
@@ -45,7 +46,7 @@ from scheduler.planning.economics import (
     committed_unit_minute_rate,
     unit_minute_rate,
 )
-from scheduler.planning.headroom import HeadroomCurve, applies_to
+from scheduler.planning.headroom import Cover, HeadroomCurve, applies_to, choose_cover
 
 MINUTE = dt.timedelta(minutes=1)
 #: Elastic changes listed per plan (now and the next ones).
@@ -133,6 +134,9 @@ class PlannerSettings:
     round_tolerance: float = 1e-6
     #: Points of the dense quantile grid used for expected spill.
     grid_points: int = 64
+    #: No capacity without evidence: committed + elastic stays within this factor of the
+    #: highest demand observed recently (x a declared calendar day's multiplier).
+    evidence_factor: float = 1.5
 
 
 @dataclass(frozen=True)
@@ -211,6 +215,11 @@ class Plan:
     forecast_values: FloatArray = field(repr=False)
     #: Capacity the forecast requires per minute, before lead, holds and bridging.
     required_units: IntArray = field(repr=False, default_factory=lambda: np.zeros(0, np.int64))
+    #: The cover chosen on the recent replay, with what the bound would cost (None when
+    #: the per-minute rule decided).
+    cover: Cover | None = None
+    #: The bound cannot be met at a sane price (or its overrun repaid economically).
+    bound_alert: str | None = None
 
     @cached_property
     def intervals(self) -> tuple[PlanInterval, ...]:
@@ -382,6 +391,39 @@ def _elastic_layers(
 # The plan
 
 
+def calendar_multiplier(dep: Deployment, now: dt.datetime, minutes: int) -> float:
+    """Largest declared calendar multiplier of the local days in ``[now, now + minutes)``
+    (1 when none is declared: a launch day declared at 1.8 lets capacity go 1.8x higher)."""
+    if not dep.calendar:
+        return 1.0
+    zone = zoneinfo.ZoneInfo(dep.timezone)
+    first = now.astimezone(zone).date()
+    last = (now + max(minutes - 1, 0) * MINUTE).astimezone(zone).date()
+    m = [e.multiplier for e in dep.calendar if first <= e.date <= last]
+    return max([1.0, *m])
+
+
+def evidence_cap(recent_peak: float, dep: Deployment, now: dt.datetime, minutes: int,
+                 factor: float) -> int:
+    """Most units (committed + elastic) the evidence supports over the next ``minutes``.
+
+    ``ceil(factor x recent_peak x calendar multiplier)`` within ``[min_units, max_units]``:
+    ``recent_peak`` is the highest demand (units per minute) observed recently, so a
+    forecast band that explodes after a level change or an outlier cannot buy capacity
+    the load never needed.
+    """
+    peak = max(float(recent_peak), 0.0) if math.isfinite(recent_peak) else 0.0
+    units = math.ceil(factor * calendar_multiplier(dep, now, minutes) * peak - 1e-9)
+    return int(min(dep.max_units, max(dep.min_units, units)))
+
+
+def dep_ceiling_per_minute(dep: Deployment) -> float | None:
+    """The deployment's configured cost ceiling in dollars per minute (None: default,
+    dedicated capacity at the recent peak)."""
+    per_hour = float(getattr(dep, "cost_ceiling_per_hour", 0.0) or 0.0)
+    return per_hour / 60.0 if per_hour > 0 else None
+
+
 def default_spill_price(deployment: Deployment) -> float:
     """Dollars per spilled unit-minute when the token mix is unknown.
 
@@ -408,6 +450,8 @@ def plan(
     spill_to_date: SpillToDate | None = None,
     spill_price: float | None = None,
     headroom: HeadroomCurve | None = None,
+    recent_peak: float | None = None,
+    ceiling_per_minute: float | None = None,
 ) -> Plan:
     """Plan capacity for ``[now, now + horizon)``; buy commitments if ``commit_forecast``.
 
@@ -437,47 +481,117 @@ def plan(
     dense = quantile_grid(levels, values, s.grid_points)
     mean = np.asarray(dense.mean(axis=0), np.float64)
 
-    # Commitments: decided first, they change what elastic has to cover.
-    new_commitments: tuple[Commitment, ...] = ()
-    if commit_forecast is not None:
-        held_elastic = sum(b.units for b in holdings.elastic)
-        # A committed unit stands in for the elastic unit the plan would otherwise hold
-        # at its layer, and the calibrated rule holds median x (1 + h).
-        h_commit = (None if headroom is None or not applies_to(dep) else
-                    headroom.headroom_for(dep.max_spill_fraction * s.payg_safety))
-        new_commitments = _decide_commitments(
-            commit_forecast, holdings.commitments, dep, now, s, reasons, held_elastic,
-            1.0 if h_commit is None else 1.0 + h_commit)
-    commitments = holdings.commitments + new_commitments
-    committed, committed_cost = committed_profile(commitments, now, horizon, dep.pricing)
+    # No capacity without evidence: at most a factor of the highest demand seen recently.
+    if recent_peak is None and headroom is not None and headroom.observed_minutes:
+        recent_peak = headroom.peak
+    cap_units = dep.max_units
+    if recent_peak is not None:
+        cap_units = evidence_cap(recent_peak, dep, now, horizon, s.evidence_factor)
 
     # Service level: the allowance is the bound x safety, corrected by what was spilled.
     safety = s.throttle_safety if dep.spill == "throttle" else s.payg_safety
     target = dep.max_spill_fraction * safety
     aim = target
+    debt = 0.0
+    tight_target, tight_aim = target, aim
     if spill_to_date is not None and spill_to_date.demand_unit_minutes > 0:
         budget = target * spill_to_date.demand_unit_minutes
-        debt = spill_to_date.spill_unit_minutes - budget
+        debt = max(0.0, spill_to_date.spill_unit_minutes - budget)
         if debt > 0:
             # Pay back the excess over the horizon's expected demand (never below zero).
-            target = max(0.0, target - debt / max(float(mean.sum()), 1e-9))
+            tight_target = max(0.0, target - debt / max(float(mean.sum()), 1e-9))
             # The calibrated rule aims lower in proportion to the overrun so far.
-            aim = aim * budget / spill_to_date.spill_unit_minutes
-    allowed = target * mean
-    h = None if headroom is None or not applies_to(dep) else headroom.headroom_for(aim)
-    if h is not None:
-        x_service = quantile_at(levels, values, 0.5) * (1.0 + h)
-        reasons.append(Reason(now, "elastic", "calibrated_headroom", 0.5,
-                              f"median forecast x {1.0 + h:.3f}: the smallest headroom whose "
-                              f"replayed spill over recent history met {aim:.3%}"))
-    else:
-        x_service = service_capacity(dense, allowed)
+            tight_aim = aim * budget / spill_to_date.spill_unit_minutes
+    use_cover = headroom is not None and applies_to(dep)
+    ceiling = (dep_ceiling_per_minute(dep) if ceiling_per_minute is None
+               else ceiling_per_minute)
+    base_cover = (choose_cover(headroom, dep, aim, q, ceiling_per_minute=ceiling)
+                  if use_cover and headroom is not None else None)
+    cover = base_cover
+    bound_alert: str | None = None
     economic_q = 1.0 - re / q if q > re else 0.0
-    payg_cheaper = economic_q < 0.5
     x_econ = (quantile_at(levels, values, economic_q) if economic_q > 0
               else np.zeros(horizon))
-    need = _ceil_units(np.maximum(x_service, x_econ), s.round_tolerance)
-    need = np.clip(need, dep.min_units, dep.max_units)
+
+    def service(c: Cover | None, allowance: float) -> FloatArray:
+        if c is None:
+            return service_capacity(dense, allowance * mean)
+        if c.kind == "headroom":
+            return quantile_at(levels, values, 0.5) * (1.0 + (c.headroom or 0.0))
+        return np.full(horizon, float(c.level))
+
+    def required(x: FloatArray) -> IntArray:
+        need = _ceil_units(np.maximum(x, x_econ), s.round_tolerance)
+        return np.clip(np.minimum(need, cap_units), dep.min_units, dep.max_units)
+
+    x_service = service(cover, target)
+    need = required(x_service)
+    if debt > 0:
+        # Repaying an overrun is bounded by cost: the extra capacity over the horizon may
+        # cost at most what the overrun's spill cost (debt unit-minutes at the spill price).
+        tight_cover = (choose_cover(headroom, dep, tight_aim, q, ceiling_per_minute=ceiling)
+                       if cover is not None and headroom is not None else None)
+        x_tight = service(tight_cover, tight_target)
+        need_tight = required(x_tight)
+        extra = float(np.maximum(need_tight - need, 0).sum()) * re
+        allowance_dollars = debt * q
+        if extra <= allowance_dollars + 1e-9:
+            cover, x_service, need = tight_cover, x_tight, need_tight
+            target, aim = tight_target, tight_aim
+        else:
+            bound_alert = (f"repaying the spill overrun of {debt:,.1f} unit-minutes would "
+                           f"cost ${extra:,.2f} of capacity over the next {horizon} minutes, "
+                           f"more than the ${allowance_dollars:,.2f} that spill cost: the "
+                           f"bound is not met economically, the overrun is not chased")
+            reasons.append(Reason(now, "spill", "overrun_not_repaid", None, bound_alert))
+    if cover is not None:
+        if cover.kind == "headroom":
+            reasons.append(Reason(now, "elastic", "calibrated_headroom", 0.5,
+                                  f"median forecast x {1.0 + (cover.headroom or 0.0):.3f}: the "
+                                  f"smallest headroom whose replayed spill over recent "
+                                  f"history met {aim:.3%}"))
+        elif cover.kind == "level":
+            reasons.append(Reason(now, "elastic", "constant_level", None,
+                                  f"{cover.level} units all along: the cheapest cover whose "
+                                  f"replayed spill over recent history met {aim:.3%}"
+                                  if cover.meets_aim else
+                                  f"{cover.level} units all along: the cheapest cover on "
+                                  f"recent history"))
+        else:
+            reasons.append(Reason(now, "elastic", "payg_alone", None,
+                                  "no reserved unit: pay-as-you-go alone is the cheapest "
+                                  "cover on recent history"))
+        summary = cover.describe(dep.max_spill_fraction)
+        reasons.append(Reason(now, "spill", "cover_on_replay", None, summary))
+        if not cover.bound_within_ceiling:
+            bound_alert = summary
+        elif bound_alert is not None:
+            bound_alert += "; " + summary
+    if int(need.max(initial=0)) >= cap_units and cap_units < dep.max_units:
+        reasons.append(Reason(now, "elastic", "evidence_cap", None,
+                              f"capacity held within {cap_units} units: {s.evidence_factor:g}x "
+                              f"the highest demand observed recently ({recent_peak:.2f})"))
+
+    # Commitments: decided on the cover without an overrun's repayment (that is temporary).
+    new_commitments: tuple[Commitment, ...] = ()
+    if commit_forecast is not None and base_cover is not None and base_cover.kind == "payg":
+        reasons.append(Reason(now, "committed", "no_commitment", None,
+                              "pay-as-you-go alone is the cheapest cover: nothing committed"))
+    elif commit_forecast is not None:
+        held_elastic = sum(b.units for b in holdings.elastic)
+        # A committed unit stands in for the elastic unit the plan would otherwise hold
+        # at its layer, and the calibrated rule holds median x (1 + h).
+        factor, floor = 1.0, 0.0
+        if base_cover is not None and base_cover.kind == "headroom":
+            factor = 1.0 + (base_cover.headroom or 0.0)
+        elif base_cover is not None:
+            floor = float(base_cover.level)
+        new_commitments = _decide_commitments(
+            commit_forecast, holdings.commitments, dep, now, s, reasons, held_elastic,
+            factor, floor=floor, max_level=cap_units)
+    commitments = holdings.commitments + new_commitments
+    committed, committed_cost = committed_profile(commitments, now, horizon, dep.pricing)
+    payg_cheaper = economic_q < 0.5
     if q > 0:
         reasons.append(Reason(now, "spill", "payg_vs_unit", economic_q,
                               f"a unit (${re:.4f}/min) beats pay-as-you-go (${q:.4f} per "
@@ -491,11 +605,16 @@ def plan(
                               "unit; capacity is set by the service level alone"))
 
     elastic_need = np.maximum(need - committed, 0)
-    elastic_cap = np.maximum(dep.max_units - committed, 0)
+    elastic_cap = np.maximum(min(dep.max_units, max(cap_units, dep.min_units)) - committed, 0)
     elastic_need = np.minimum(elastic_need, elastic_cap)
     elastic = _elastic_layers(elastic_need, holdings.elastic, now, lead, hold, horizon)
     capacity = committed + elastic
-    exp_spill = expected_spill(dense, capacity.astype(np.float64))
+    if cover is not None:
+        # Estimated by the rule the backtest realises: the cover's replayed spill fraction
+        # (the forecast band's tail is far wider than what the rule spills).
+        exp_spill = mean * cover.spill_fraction
+    else:
+        exp_spill = expected_spill(dense, capacity.astype(np.float64))
     exp_fraction = float(exp_spill.sum() / mean.sum()) if mean.sum() > 0 else 0.0
     cost = ExpectedCost(
         committed=float(committed_cost.sum()),
@@ -516,7 +635,7 @@ def plan(
         economic_quantile=economic_q, target_spill_fraction=target,
         payg_cheaper_than_unit=payg_cheaper, new_commitments=new_commitments,
         actions=tuple(actions), reasons=tuple(reasons), forecast_levels=levels,
-        forecast_values=values, required_units=need,
+        forecast_values=values, required_units=need, cover=cover, bound_alert=bound_alert,
     )
 
 
@@ -577,7 +696,7 @@ def _intervals(
 def _decide_commitments(
     fc: DemandForecast, existing: tuple[Commitment, ...], dep: Deployment, now: dt.datetime,
     s: PlannerSettings, reasons: list[Reason], held_elastic: int = 0,
-    factor: float = 1.0,
+    factor: float = 1.0, *, floor: float = 0.0, max_level: int | None = None,
 ) -> tuple[Commitment, ...]:
     """Buy 30-day, then 7-day units that the median forecast needs often enough.
 
@@ -591,12 +710,13 @@ def _decide_commitments(
     for term in (30, 7):
         minutes = term * 1440
         values = fc.window(now, min(fc.horizon - _offset(fc, now), minutes))
-        basis = quantile_at(fc.levels, values, s.commit_quantile) * factor
+        basis = np.maximum(quantile_at(fc.levels, values, s.commit_quantile) * factor, floor)
         # A forecast shorter than the term is taken as a repeating profile (a week of
         # forecast is a weekly cycle).
         reps = math.ceil(minutes / basis.shape[0])
         basis = np.tile(basis, reps)[:minutes]
-        need = np.minimum(_ceil_units(basis, s.round_tolerance), dep.max_units)
+        top_units = dep.max_units if max_level is None else min(dep.max_units, max_level)
+        need = np.minimum(_ceil_units(basis, s.round_tolerance), top_units)
         committed, _ = committed_profile(existing + tuple(bought), now, minutes, dep.pricing)
         gap = need - committed
         period = min(s.commit_period_minutes, minutes)
