@@ -181,6 +181,11 @@ class DaemonSettings:
     #: (urgent ones never wait). Keeps a tick over 1,000 deployments near a second.
     replan_budget_seconds: float = 0.5
     provider_timeout_seconds: float = 10.0
+    #: The longest provider ``Retry-After`` hint honoured (seconds); a longer one is cut to it.
+    provider_max_retry_after_seconds: float = 3600.0
+    #: After this many actions in a row that a provider answered "done" without changing
+    #: its holdings (drift events), stop sending to that deployment, alert and hold (0 = never).
+    drift_stop_after: int = 3
 
 
 @dataclass(frozen=True)
@@ -565,6 +570,11 @@ def _validate_sections(sections: Mapping[str, Any], where: str) -> None:
     ):
         if getattr(daemon, key) < 1:
             raise ConfigError(f"{where}: [daemon] key {key!r} must be >= 1")
+    if daemon.provider_max_retry_after_seconds <= 0:
+        raise ConfigError(
+            f"{where}: [daemon] key 'provider_max_retry_after_seconds' must be > 0")
+    if daemon.drift_stop_after < 0:
+        raise ConfigError(f"{where}: [daemon] key 'drift_stop_after' must be >= 0")
     if daemon.monthly_budget < 0:
         raise ConfigError(f"{where}: [daemon] key 'monthly_budget' must be >= 0")
     if log.format not in ("auto", "json", "console"):

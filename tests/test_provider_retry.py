@@ -284,3 +284,24 @@ def test_backoff_is_pure_and_success_resets_it() -> None:
 def test_backoff_refuses_naive_times() -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
         Backoff().active(dt.datetime(2025, 3, 3, 9, 0))
+
+
+def test_backoff_honours_a_retry_after_past_the_policy_cap_up_to_the_configured_maximum() -> None:
+    # #10 item 12: Retry-After: 1800 against a 600 s policy cap was cut to 600 s.
+    hint = err(OutOfCapacityError, retry_after=1800)
+    honoured = Backoff().record_failure(
+        NOW, hint, policy=BACKOFF, rng=FixedRandom(0.0), max_retry_after=3600
+    )
+    cut = Backoff().record_failure(
+        NOW, err(OutOfCapacityError, retry_after=86_400), policy=BACKOFF, rng=FixedRandom(0.0),
+        max_retry_after=3600,
+    )
+    # A hint shorter than the policy's own delay does not shorten it.
+    short = Backoff(failures=3).record_failure(
+        NOW, err(OutOfCapacityError, retry_after=5), policy=BACKOFF, rng=FixedRandom(0.0),
+        max_retry_after=3600,
+    )
+
+    assert honoured.until == NOW + dt.timedelta(seconds=1800)
+    assert cut.until == NOW + dt.timedelta(seconds=3600)
+    assert short.until == NOW + dt.timedelta(seconds=480)

@@ -14,13 +14,17 @@ pending until ``now + lead_time``), min hold (a scale-down is clamped so no unit
 its hold ends, and the answer says so), quota, max step and a finite pool of units per
 deployment (``out_of_capacity`` when exhausted). Its clock is injectable
 (:class:`ManualClock`) so tests are deterministic, and :class:`Fault` injects the failures a
-real platform produces (errors with Retry-After, slow answers).
+real platform produces: errors with Retry-After, persistent 5xx, slow answers, a change applied
+but answered with an unreadable 2xx, a change answered "done" but never applied, and (for
+crash tests) a hook run at the moment a request arrives. :attr:`ReferenceServer.requests`
+records every request that reached the server.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import copy
 import datetime as dt
 import hmac
 import json
@@ -95,6 +99,8 @@ class Answer:
     status: int
     body: Mapping[str, Any]
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: Sent as the body instead of ``body`` as JSON (a broken answer).
+    raw: bytes | None = None
 
 
 def error_answer(status: int, code: str, message: str, *, retry_after: int | None = None) -> Answer:
@@ -123,10 +129,20 @@ class Fault:
     delay_seconds: float = 0.0
     times: int = 1
     path_contains: str = ""
-    #: Process the request first, then delay and answer (``status`` is then ignored): the
-    #: change happens but a client with a small timeout never hears of it, the case
-    #: ``lookup_request`` and idempotent resends exist for.
+    #: Process the request first, then delay and answer (``status`` is then ignored unless
+    #: ``raw_body`` is set): the change happens but a client with a small timeout never
+    #: hears of it, the case ``lookup_request`` and idempotent resends exist for.
     apply_first: bool = False
+    #: Answer ``status`` with these bytes as the body (e.g. ``b"<html>OK</html>"`` with 200).
+    #: With ``apply_first`` the change is applied first: a 2xx nobody can read.
+    raw_body: bytes | None = None
+    #: Answer a change as the books would ("done", its reference, the units asked) and
+    #: record its key as done, but leave the holdings as they were: a provider that says
+    #: done and does nothing.
+    pretend_done: bool = False
+    #: Called when the fault fires, before the request reaches the books (after them with
+    #: ``apply_first``): a crash test kills the client process here.
+    on_fire: Callable[[], None] | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -186,6 +202,14 @@ class ReferenceState:
         with self._lock:
             self._deployments[name].available = units
 
+    def set_elastic_by_hand(self, name: str, units: int) -> None:
+        """Replace the deployment's elastic units, active now and past their hold, as a
+        human would in the platform's console (no key, no record)."""
+        now = self._clock()
+        with self._lock:
+            state = self._deployments[name]
+            state.tranches = [] if units == 0 else [_Tranche(units, now, now)]
+
     def applied_changes(self) -> int:
         """How many mutating requests succeeded (replays and rejections do not count)."""
         with self._lock:
@@ -193,8 +217,20 @@ class ReferenceState:
 
     # -- the protocol ------------------------------------------------------------------
 
-    def handle(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Answer:
-        """Answer one request. ``headers`` keys are matched case-insensitively."""
+    def handle(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        keep_change: bool = True,
+    ) -> Answer:
+        """Answer one request. ``headers`` keys are matched case-insensitively.
+
+        ``keep_change=False`` answers a change as usual but restores the deployment's books
+        afterwards (the ``pretend_done`` fault); the key is still recorded as done.
+        """
         lower = {k.lower(): v for k, v in headers.items()}
         if not self._authorised(lower.get("authorization", "")):
             return error_answer(401, "unauthorized", "missing or invalid bearer token")
@@ -220,6 +256,7 @@ class ReferenceState:
                 body,
                 ("target_units",),
                 self._set_elastic,
+                keep_change=keep_change,
             )
         if (method, leaf) == ("POST", "commitments"):
             return self._mutate(
@@ -229,6 +266,7 @@ class ReferenceState:
                 body,
                 ("units", "term_days"),
                 self._buy_commitment,
+                keep_change=keep_change,
             )
         if leaf in ("holdings", "limits", "elastic", "commitments"):
             return error_answer(405, "method_not_allowed", f"{method} not allowed on {leaf}")
@@ -309,6 +347,8 @@ class ReferenceState:
         body: bytes,
         fields: Sequence[str],
         apply: Callable[[str, _Deployment, Mapping[str, int], dt.datetime], Answer],
+        *,
+        keep_change: bool = True,
     ) -> Answer:
         key = headers.get(IDEMPOTENCY_HEADER.lower(), "")
         if not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
@@ -345,8 +385,12 @@ class ReferenceState:
             state = self._deployments.get(deployment)
             if state is None:
                 answer = _unknown_deployment(deployment)
-            else:
+            elif keep_change:
                 answer = apply(key, state, values, self._clock())
+            else:
+                books = copy.deepcopy(state)
+                answer = apply(key, state, values, self._clock())
+                self._deployments[deployment] = books
             ok = 200 <= answer.status < 300
             # Every request that reached the books has a final outcome under its key, failed
             # ones too: retrying a rejected key replays the rejection; the daemon uses a new
@@ -492,6 +536,8 @@ class ReferenceServer:
         self.state = state
         self._faults: collections.deque[list[Any]] = collections.deque()
         self._faults_lock = threading.Lock()
+        #: ``(method, path, idempotency key or None)`` of every request received, in order.
+        self.requests: list[tuple[str, str, str | None]] = []
         self._stopping = threading.Event()
         self._httpd = _Server((host, port), _handler_for(self))
         self._thread: threading.Thread | None = None
@@ -505,6 +551,16 @@ class ReferenceServer:
         """Queue ``fault`` for the next matching request(s)."""
         with self._faults_lock:
             self._faults.append([fault, fault.times])
+
+    def clear_faults(self) -> None:
+        """Drop every queued fault."""
+        with self._faults_lock:
+            self._faults.clear()
+
+    def posts(self, path_contains: str = "") -> list[tuple[str, str, str | None]]:
+        """The POST requests received so far whose path contains ``path_contains``."""
+        with self._faults_lock:
+            return [r for r in self.requests if r[0] == "POST" and path_contains in r[1]]
 
     def _take_fault(self, path: str) -> Fault | None:
         with self._faults_lock:
@@ -569,7 +625,8 @@ def _handler_for(server: ReferenceServer) -> type[BaseHTTPRequestHandler]:
         def _serve(self, method: str) -> None:
             try:
                 answer = self._answer(method)
-                payload = json.dumps(answer.body).encode()
+                payload = answer.raw if answer.raw is not None else json.dumps(
+                    answer.body).encode()
                 self.send_response(answer.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
@@ -585,19 +642,33 @@ def _handler_for(server: ReferenceServer) -> type[BaseHTTPRequestHandler]:
             if length > MAX_REQUEST_BYTES:
                 return error_answer(413, "invalid_request", "request body too large")
             body = self.rfile.read(length) if length else b""
+            headers = dict(self.headers.items())
+            with server._faults_lock:
+                server.requests.append(
+                    (method, self.path, self.headers.get(IDEMPOTENCY_HEADER)))
             fault = server._take_fault(self.path)
+            if fault is not None and fault.pretend_done:
+                return server.state.handle(method, self.path, headers, body, keep_change=False)
             if fault is not None and fault.apply_first:
-                answer = server.state.handle(method, self.path, dict(self.headers.items()), body)
+                answer = server.state.handle(method, self.path, headers, body)
+                if fault.on_fire is not None:
+                    fault.on_fire()
                 server._stopping.wait(fault.delay_seconds)
+                if fault.raw_body is not None:
+                    return Answer(fault.status, {}, raw=fault.raw_body)
                 return answer
             if fault is not None:
+                if fault.on_fire is not None:
+                    fault.on_fire()
                 if fault.delay_seconds > 0:
                     server._stopping.wait(fault.delay_seconds)
+                if fault.raw_body is not None:
+                    return Answer(fault.status, {}, raw=fault.raw_body)
                 if fault.status:
                     return error_answer(
                         fault.status, fault.code, fault.message, retry_after=fault.retry_after
                     )
-            return server.state.handle(method, self.path, dict(self.headers.items()), body)
+            return server.state.handle(method, self.path, headers, body)
 
         def log_message(self, format: str, *args: Any) -> None:
             log.debug("provider.reference.request", line=format % args)

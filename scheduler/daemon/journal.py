@@ -5,7 +5,8 @@ Life of an action (``action`` table, :mod:`scheduler.store.journal`)::
     plan_action -> planned -(1) mark sent, COMMIT-> sent -(2) provider call (same key)
                      |                                 |
                      +-> superseded (newer target)     +-(3) receipt DONE -> confirmed
-                                                       +- temporary error -> sent, next_attempt_at
+                                                       +- temporary error -> sent, next_attempt_at,
+                                                       |    backoff of the deployment
                                                        +- out of capacity/quota -> failed, backoff
                                                        +- permanent/not supported -> failed, alert
 
@@ -23,6 +24,19 @@ applied after a newer one.
 :func:`reconcile` compares what the provider holds with what the journal says it should hold
 and records ``drift_event`` rows; it never corrects anything (the daemon plans from what the
 provider really holds).
+
+Backoff belongs to the deployment (its provider), not to an action: a temporary error of a
+send (5xx, 429, timeout, an unreadable 2xx) or an out-of-capacity/quota refusal sets
+``deployment_backoff``, growing with consecutive failures and honouring the provider's
+``Retry-After`` up to ``max_retry_after`` seconds; while it lasts no action of the deployment
+is sent or resent (lookups of keys already sent go on), and superseding an action by a newer
+target does not reset it. Only a confirmed action clears it.
+
+A provider that answers "done" and does not change its holdings is caught by
+:func:`reconcile`: after ``drift_stop_after`` such actions in a row it writes a
+``sending_stopped`` marker, and :func:`send_due` sends nothing more to that deployment (the
+capacity it holds is held) and reports it in :attr:`SendReport.stopped` on every call, until
+the holdings match the journal again or :func:`resume_sending` is called.
 
 No function here reads the clock: ``now`` is always a parameter. Provider errors never escape;
 they are reported in the returned value objects. ``BaseException`` (a crash, ``SystemExit``)
@@ -77,6 +91,12 @@ Action = ActionRecord
 JOURNAL_RETRY_POLICY = RetryPolicy(
     max_attempts=1, base_delay=15.0, max_delay=600.0, multiplier=2.0, jitter=0.5
 )
+#: The longest provider ``Retry-After`` honoured by default (``[daemon]
+#: provider_max_retry_after_seconds``); a longer hint is cut to it.
+DEFAULT_MAX_RETRY_AFTER = 3600.0
+#: Actions in a row answered "done" without a change before sending stops (``[daemon]
+#: drift_stop_after``).
+DEFAULT_DRIFT_STOP_AFTER = 3
 #: Provider error codes (``RequestLookup.error_code``) that mean "back off this deployment".
 BACKOFF_CODES = frozenset({"out_of_capacity", "quota_exceeded"})
 DRIFT_ELASTIC = "elastic_target"
@@ -150,11 +170,14 @@ class SendReport:
     """What :func:`send_due` or :func:`recover` did; provider errors end up here."""
 
     outcomes: tuple[ActionOutcome, ...] = ()
-    #: Deployments backing off after out-of-capacity/quota (state after this call).
+    #: Deployments backing off after failed sends (state after this call).
     backoffs: Mapping[int, Backoff] = field(default_factory=dict)
+    #: Deployments to which sending is stopped (provider said "done" without a change),
+    #: with a line for the alert. Filled by :func:`send_due`.
+    stopped: Mapping[int, str] = field(default_factory=dict)
 
     def with_outcome(self, outcome: ActionOutcome) -> SendReport:
-        return SendReport((*self.outcomes, outcome), self.backoffs)
+        return SendReport((*self.outcomes, outcome), self.backoffs, self.stopped)
 
     def _by(self, name: str) -> tuple[ActionOutcome, ...]:
         return tuple(o for o in self.outcomes if o.outcome == name)
@@ -314,6 +337,8 @@ class _Context:
     backoff_policy: RetryPolicy
     rng: RandomSource
     backoffs: dict[int, Backoff]
+    max_retry_after: float = DEFAULT_MAX_RETRY_AFTER
+    stopped: Mapping[int, store.DriftRecord] = field(default_factory=dict)
 
 
 def _outcome(action: ActionRecord, outcome: str, **kw: Any) -> ActionOutcome:
@@ -357,7 +382,8 @@ def _retry_later(
 ) -> ActionOutcome:
     delay = ctx.retry_policy.delay(max(1, action.attempts), ctx.rng)
     if isinstance(error, ProviderError) and error.retry_after is not None:
-        delay = min(max(delay, error.retry_after), ctx.retry_policy.max_delay)
+        # The provider's hint wins over the policy's cap, up to the configured maximum.
+        delay = max(delay, min(error.retry_after, ctx.max_retry_after))
     next_at = ctx.now + dt.timedelta(seconds=delay)
     values: dict[str, Any] = {"next_attempt_at": next_at}
     if error is not None:
@@ -390,16 +416,7 @@ def _fail(
             error_class=error_class, next_attempt_at=None,
         )
         if disposition is Disposition.BACK_OFF:
-            state = ctx.backoffs.get(action.deployment_id, Backoff()).record_failure(
-                ctx.now, error, policy=ctx.backoff_policy, rng=ctx.rng
-            )
-            ctx.backoffs[action.deployment_id] = state
-            store.write_backoff(
-                conn,
-                store.BackoffRecord(action.deployment_id, state.failures, state.until,
-                                    state.reason),
-                ctx.now,
-            )
+            _record_backoff(ctx, conn, action.deployment_id, error, ctx.backoff_policy)
     log.warning(
         "journal.failed", action_id=action.id, key=action.idempotency_key,
         error_class=error_class, error=message, disposition=disposition.value,
@@ -407,6 +424,28 @@ def _fail(
     return _outcome(
         action, "failed", disposition=disposition, error_class=error_class, error=message
     )
+
+
+def _record_backoff(
+    ctx: _Context,
+    conn: sa.Connection,
+    deployment_id: int,
+    error: ProviderError | None,
+    policy: RetryPolicy,
+) -> Backoff:
+    """One more failed send to the deployment: grow its backoff and store it."""
+    state = ctx.backoffs.get(deployment_id, Backoff()).record_failure(
+        ctx.now, error, policy=policy, rng=ctx.rng, max_retry_after=ctx.max_retry_after
+    )
+    ctx.backoffs[deployment_id] = state
+    store.write_backoff(
+        conn, store.BackoffRecord(deployment_id, state.failures, state.until, state.reason),
+        ctx.now,
+    )
+    log.info("journal.backoff", deployment_id=deployment_id, failures=state.failures,
+             until=None if state.until is None else state.until.isoformat(),
+             reason=state.reason)
+    return state
 
 
 def _send_one(ctx: _Context, action: ActionRecord, deployment: str) -> ActionOutcome:
@@ -420,7 +459,12 @@ def _send_one(ctx: _Context, action: ActionRecord, deployment: str) -> ActionOut
     except ProviderError as error:
         disposition = classify(error)
         if disposition is Disposition.RETRY:
+            # Whether it arrived is unknown (a timeout, an unreadable 2xx) or the provider
+            # is failing (5xx): the key is looked up from the next attempt on, and nothing
+            # more goes to this deployment until its backoff ends, whichever action asks.
             log.info("journal.retry", action_id=sent.id, error=str(error))
+            with ctx.engine.begin() as conn:
+                _record_backoff(ctx, conn, sent.deployment_id, error, ctx.retry_policy)
             return _retry_later(ctx, sent, error, "retry")
         return _fail(
             ctx, sent, error_class=type(error).__name__, message=str(error),
@@ -455,9 +499,13 @@ def _context(
     retry_policy: RetryPolicy,
     backoff_policy: RetryPolicy,
     rng: RandomSource | None,
+    max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
 ) -> _Context:
+    if max_retry_after <= 0:
+        raise ValueError("max_retry_after must be > 0")
     with engine.connect() as conn:
         records = store.read_backoffs(conn, deployment_ids)
+        stopped = store.sending_stops(conn, deployment_ids)
     return _Context(
         engine=engine,
         provider=provider,
@@ -466,12 +514,24 @@ def _context(
         backoff_policy=backoff_policy,
         rng=rng or random.Random(),
         backoffs={i: _backoff(r) for i, r in records.items()},
+        max_retry_after=max_retry_after,
+        stopped=stopped,
     )
 
 
-def _report(ctx: _Context, outcomes: list[ActionOutcome]) -> SendReport:
+def _stop_line(deployment: str, marker: store.DriftRecord) -> str:
+    streak = marker.detail.get("streak")
+    return (f"{deployment}: sending stopped since {marker.observed_at.isoformat()}: the "
+            f"provider answered {streak} action(s) in a row 'done' without changing its "
+            "holdings; capacity held until they match the journal or sending is resumed")
+
+
+def _report(ctx: _Context, outcomes: list[ActionOutcome],
+            names: Mapping[int, str] | None = None) -> SendReport:
     active = {i: b for i, b in ctx.backoffs.items() if b.active(ctx.now)}
-    return SendReport(tuple(outcomes), active)
+    stopped = {} if names is None else {
+        i: _stop_line(names.get(i, str(i)), marker) for i, marker in ctx.stopped.items()}
+    return SendReport(tuple(outcomes), active, stopped)
 
 
 def send_due(
@@ -484,19 +544,26 @@ def send_due(
     backoff_policy: RetryPolicy = DEFAULT_BACKOFF_POLICY,
     rng: RandomSource | None = None,
     limit: int | None = None,
+    max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
 ) -> SendReport:
     """Send the planned actions due at ``now`` for the given deployments (this provider's).
 
-    Actions of a deployment under backoff stay planned; an elastic target waits while an
-    older elastic action of its deployment is still ``sent``. Never raises a provider error.
+    Actions of a deployment under backoff, or to which sending is stopped, stay planned; an
+    elastic target waits while an older elastic action of its deployment is still ``sent``.
+    ``max_retry_after`` (seconds) caps the provider's ``Retry-After`` hints. Never raises a
+    provider error.
     """
     now = require_utc(now, "now")
     ids = sorted(deployment_name_by_id)
-    ctx = _context(engine, provider, now, ids, retry_policy, backoff_policy, rng)
+    ctx = _context(engine, provider, now, ids, retry_policy, backoff_policy, rng,
+                   max_retry_after)
     with engine.connect() as conn:
         due = store.due_planned_actions(conn, now, ids, limit=limit)
     outcomes: list[ActionOutcome] = []
     for action in due:
+        if action.deployment_id in ctx.stopped:
+            outcomes.append(_outcome(action, "skipped", error="sending stopped (drift)"))
+            continue
         backoff = ctx.backoffs.get(action.deployment_id)
         if backoff is not None and backoff.active(now):
             outcomes.append(_outcome(action, "skipped", error=f"backoff until {backoff.until}"))
@@ -510,7 +577,11 @@ def send_due(
                 )
                 continue
         outcomes.append(_send_one(ctx, action, deployment_name_by_id[action.deployment_id]))
-    return _report(ctx, outcomes)
+    for marker in ctx.stopped.values():
+        log.error("journal.sending_stopped", deployment=deployment_name_by_id.get(
+            marker.deployment_id), since=marker.observed_at.isoformat(),
+            streak=marker.detail.get("streak"))
+    return _report(ctx, outcomes, deployment_name_by_id)
 
 
 def _details_int(details: Mapping[str, Any], key: str) -> int | None:
@@ -560,6 +631,7 @@ def recover(
     retry_policy: RetryPolicy = JOURNAL_RETRY_POLICY,
     backoff_policy: RetryPolicy = DEFAULT_BACKOFF_POLICY,
     rng: RandomSource | None = None,
+    max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
 ) -> SendReport:
     """Resolve every ``sent`` action whose next attempt is due, by asking the provider.
 
@@ -573,7 +645,8 @@ def recover(
         with engine.connect() as conn:
             deployment_name_by_id = store.deployment_names_for_provider(conn, provider.name)
     ids = sorted(deployment_name_by_id)
-    ctx = _context(engine, provider, now, ids, retry_policy, backoff_policy, rng)
+    ctx = _context(engine, provider, now, ids, retry_policy, backoff_policy, rng,
+                   max_retry_after)
     with engine.connect() as conn:
         sent = store.sent_actions(conn, now, ids)
     outcomes: list[ActionOutcome] = []
@@ -625,9 +698,16 @@ def _resend(ctx: _Context, action: ActionRecord, deployment: str) -> ActionOutco
                     last_error="never reached the provider; a newer target exists",
                 )
                 return _outcome(action, "superseded")
+    if action.deployment_id in ctx.stopped:
+        return _outcome(action, "skipped", error="sending stopped (drift)")
     backoff = ctx.backoffs.get(action.deployment_id)
     if backoff is not None and backoff.active(ctx.now):
-        return _outcome(action, "skipped", error=f"backoff until {backoff.until}")
+        # Look the key up again when the backoff ends, not every tick before.
+        with ctx.engine.begin() as conn:
+            store.update_action(conn, action.id, from_states=("sent",),
+                                next_attempt_at=backoff.until)
+        return _outcome(action, "skipped", error=f"backoff until {backoff.until}",
+                        next_attempt_at=backoff.until)
     return _send_one(ctx, action, deployment)
 
 
@@ -653,6 +733,7 @@ def reconcile(
     now: dt.datetime,
     *,
     holdings: Mapping[str, Holdings] | None = None,
+    drift_stop_after: int = DEFAULT_DRIFT_STOP_AFTER,
 ) -> list[Drift]:
     """Compare the provider's holdings with the journal; record differences as drift.
 
@@ -665,7 +746,15 @@ def reconcile(
     compared while a purchase is in flight). A drift is recorded once: an identical one
     (same expected and actual, no confirmed action since) is returned with ``event_id``
     None. Nothing is corrected. Provider errors skip the deployment (logged).
+
+    Stopping: when the last ``drift_stop_after`` confirmed elastic actions of a deployment
+    in a row each drifted (the provider said "done", its holdings did not follow), a
+    ``sending_stopped`` marker is written and :func:`send_due` sends nothing more to it; a
+    later comparison that finds the holdings equal to the journal resumes it. ``0`` never
+    stops.
     """
+    if drift_stop_after < 0:
+        raise ValueError("drift_stop_after must be >= 0")
     now = require_utc(now, "now")
     drifts: list[Drift] = []
     for deployment_id, name in sorted(deployments.items()):
@@ -677,18 +766,26 @@ def reconcile(
                 log.warning("journal.reconcile_skipped", deployment=name, error=str(error))
                 continue
         with engine.begin() as conn:
-            drifts.extend(_reconcile_one(conn, deployment_id, name, held, now))
+            drifts.extend(_reconcile_one(conn, deployment_id, name, held, now,
+                                         drift_stop_after))
     return drifts
 
 
 def _reconcile_one(
-    conn: sa.Connection, deployment_id: int, name: str, holdings: Holdings, now: dt.datetime
+    conn: sa.Connection,
+    deployment_id: int,
+    name: str,
+    holdings: Holdings,
+    now: dt.datetime,
+    drift_stop_after: int = DEFAULT_DRIFT_STOP_AFTER,
 ) -> list[Drift]:
     found: list[tuple[str, int, int, dict[str, Any]]] = []
     in_flight = store.list_actions(conn, deployment_id=deployment_id, states=("sent",))
+    compared_elastic = False
     if not any(a.kind == KIND_ELASTIC for a in in_flight):
         last = store.last_confirmed_elastic(conn, deployment_id)
         if last is not None:
+            compared_elastic = True
             expected = last.accepted_units if last.accepted_units is not None else last.target_units
             assert expected is not None
             actual = holdings.elastic_target
@@ -729,11 +826,58 @@ def _reconcile_one(
             log.warning("journal.drift", deployment=name, kind=kind, expected=expected,
                         actual=actual)
         drifts.append(Drift(deployment_id, name, kind, expected, actual, now, detail, event_id))
+    if drift_stop_after > 0 and compared_elastic:
+        _stop_or_resume(conn, deployment_id, name, now, drift_stop_after,
+                        drifted=any(kind == DRIFT_ELASTIC for kind, *_ in found))
     return drifts
+
+
+def _stop_or_resume(conn: sa.Connection, deployment_id: int, name: str, now: dt.datetime,
+                    stop_after: int, *, drifted: bool) -> None:
+    stopped = deployment_id in store.sending_stops(conn, [deployment_id])
+    if drifted and not stopped:
+        streak = store.drift_streak(conn, deployment_id, limit=stop_after)
+        if streak >= stop_after:
+            store.insert_drift(
+                conn, deployment_id=deployment_id, observed_at=now,
+                kind=store.DRIFT_SENDING_STOPPED, expected=None, actual=None,
+                detail={"deployment": name, "streak": streak,
+                        "reason": "provider answered done without changing its holdings"})
+            log.error("journal.sending_stopped", deployment=name, streak=streak,
+                      action="holding capacity; no more actions sent to this deployment")
+    elif stopped and not drifted:
+        _resume(conn, deployment_id, name, now, "holdings match the journal again")
+
+
+def _resume(conn: sa.Connection, deployment_id: int, name: str, now: dt.datetime,
+            reason: str) -> None:
+    store.insert_drift(
+        conn, deployment_id=deployment_id, observed_at=now, kind=store.DRIFT_SENDING_RESUMED,
+        expected=None, actual=None, detail={"deployment": name, "reason": reason})
+    log.warning("journal.sending_resumed", deployment=name, reason=reason)
+
+
+def resume_sending(engine: sa.Engine, deployment_id: int, now: dt.datetime, *,
+                   reason: str = "resumed by an operator") -> bool:
+    """Resume sending to a deployment stopped after drift; False when it was not stopped.
+
+    Its drift streak starts again from zero: ``drift_stop_after`` more actions answered
+    "done" without a change stop it again.
+    """
+    now = require_utc(now, "now")
+    with engine.begin() as conn:
+        store.lock_deployment_actions(conn, deployment_id)
+        if deployment_id not in store.sending_stops(conn, [deployment_id]):
+            return False
+        names = store.deployment_names(conn, [deployment_id])
+        _resume(conn, deployment_id, names.get(deployment_id, str(deployment_id)), now, reason)
+    return True
 
 
 __all__ = [
     "BACKOFF_CODES",
+    "DEFAULT_DRIFT_STOP_AFTER",
+    "DEFAULT_MAX_RETRY_AFTER",
     "DRIFT_COMMITTED",
     "DRIFT_ELASTIC",
     "JOURNAL_RETRY_POLICY",
@@ -746,5 +890,6 @@ __all__ = [
     "plan_action",
     "reconcile",
     "recover",
+    "resume_sending",
     "send_due",
 ]

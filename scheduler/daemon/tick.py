@@ -689,9 +689,16 @@ class Daemon:
     def _send(self, now: dt.datetime, report: TickReport) -> set[int]:
         """Recover and send due actions; return the deployments whose journal moved."""
         touched: set[int] = set()
+        hint = self.config.daemon.provider_max_retry_after_seconds
         for name, (provider, names) in self._providers_in_use().items():
-            for step in (journal.recover(self.engine, provider, now, deployment_name_by_id=names),
-                         journal.send_due(self.engine, provider, names, now)):
+            stopped: dict[int, str] = {}
+            for step in (journal.recover(self.engine, provider, now, deployment_name_by_id=names,
+                                         max_retry_after=hint),
+                         journal.send_due(self.engine, provider, names, now,
+                                          max_retry_after=hint)):
+                # A deployment stopped after drift alerts on every tick until resumed.
+                report.errors.extend(step.stopped.values())
+                stopped.update(step.stopped)
                 report.actions_confirmed += len(step.confirmed)
                 report.actions_failed += len(step.failed)
                 report.actions_retrying += len(step.retrying)
@@ -702,6 +709,8 @@ class Daemon:
                         self.metrics.record_provider_error(name, outcome.error_class)
                 for alert in step.alerts:
                     report.errors.append(f"provider {name}: {alert.error}")
+            for ident, dep in names.items():
+                self.metrics.set_sending_stopped(dep, ident in stopped)
         return touched
 
     def _reconcile(self, now: dt.datetime, report: TickReport,
@@ -725,8 +734,9 @@ class Daemon:
             try:
                 if moved:
                     current.update(provider.holdings_many(moved))
-                drifts = journal.reconcile(self.engine, provider, changed, now,
-                                           holdings=current)
+                drifts = journal.reconcile(
+                    self.engine, provider, changed, now, holdings=current,
+                    drift_stop_after=self.config.daemon.drift_stop_after)
             except ProviderError as exc:
                 report.errors.append(f"reconcile {name}: {exc}")
                 continue

@@ -19,6 +19,8 @@ error_class}``
 ``last_tick_timestamp_seconds``            gauge      Unix time the last tick finished
 ``paused``                                 gauge      1 while ``capsched pause`` is on
 ``held{deployment}``                       gauge      1 while capacity is held (stale usage)
+``sending_stopped{deployment}``            gauge      1 while no action is sent to it: the
+                                                      provider said "done" without a change
 =========================================  =========  ====================================
 
 The endpoint is off unless ``[daemon] metrics_address`` is set (:func:`start_metrics_server`).
@@ -171,6 +173,13 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self._sending_stopped = Gauge(
+            "sending_stopped",
+            "1 while sending to a deployment is stopped after repeated drift, else 0.",
+            ["deployment"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self._paused.set(0)
         # Labelled children by (metric, labels): labels() validates and locks on every call,
         # which at five gauges per deployment per tick was a measurable slice of a tick.
@@ -221,9 +230,13 @@ class Metrics:
     def set_held(self, deployment: str, held: bool) -> None:
         self._series(self._held, deployment).set(1 if held else 0)
 
+    def set_sending_stopped(self, deployment: str, stopped: bool) -> None:
+        self._series(self._sending_stopped, deployment).set(1 if stopped else 0)
+
     def forget_deployment(self, deployment: str) -> None:
         """Drop a deployment's gauges (it left the config on reload) so none stay frozen."""
-        for gauge in (self._demand, self._spill, self._forecast_error, self._held):
+        for gauge in (self._demand, self._spill, self._forecast_error, self._held,
+                      self._sending_stopped):
             self._children.pop((gauge, (deployment,)), None)
             _remove(gauge, deployment)
         for tier in TIERS:

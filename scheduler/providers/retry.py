@@ -207,19 +207,22 @@ class Backoff:
         *,
         policy: RetryPolicy = DEFAULT_BACKOFF_POLICY,
         rng: RandomSource,
+        max_retry_after: float | None = None,
     ) -> Backoff:
         """The state after one more failure at ``now``.
 
-        The wait grows exponentially with consecutive failures, is jittered, and never goes
-        below the provider's ``retry_after`` nor above ``policy.max_delay`` (the cap wins:
-        after it we probe again rather than trust an absurd hint).
+        The wait grows exponentially with consecutive failures (``policy``, capped at
+        ``policy.max_delay``) and is jittered; the provider's ``retry_after`` hint is a floor
+        on it, honoured up to ``max_retry_after`` seconds (``None``: up to
+        ``policy.max_delay``), so a ``Retry-After: 1800`` means 30 minutes, not the policy's
+        cap, while an absurd hint (a week) is cut to the maximum and probed again then.
         """
         now = require_utc(now, "now")
         failures = self.failures + 1
-        seconds = policy.delay(failures, rng)
+        seconds = min(policy.delay(failures, rng), policy.max_delay)
         if error is not None and error.retry_after is not None:
-            seconds = max(seconds, error.retry_after)
-        seconds = min(seconds, policy.max_delay)
+            ceiling = policy.max_delay if max_retry_after is None else max_retry_after
+            seconds = max(seconds, min(error.retry_after, ceiling))
         reason = None
         if error is not None:
             reason = error.code or type(error).__name__

@@ -9,8 +9,12 @@ Users query ``pending_actions`` (a view created by migration 0004: planned or se
 with the deployment's name).
 
 ``drift_event``: the provider held something other than what the journal says it should.
-``deployment_backoff``: after out-of-capacity/quota, no action is sent to the deployment
-before ``until``.
+``drift_event`` rows of kind ``sending_stopped`` / ``sending_resumed`` are markers: after
+``[daemon] drift_stop_after`` actions in a row that the provider answered "done" without
+changing its holdings, nothing more is sent to the deployment until it is resumed.
+``deployment_backoff``: after out-of-capacity/quota or a temporary error of a send, no action
+is sent to the deployment before ``until`` (the backoff belongs to the provider and
+deployment, not to one action, so superseding an action does not reset it).
 ``daemon_state``: one row per daemon name: pause switch and heartbeat.
 """
 
@@ -501,6 +505,76 @@ def latest_drift(conn: sa.Connection, deployment_id: int, kind: str) -> DriftRec
     return None if row is None else DriftRecord(**row._mapping)
 
 
+#: ``drift_event.kind`` of the markers that stop and resume sending to a deployment.
+DRIFT_SENDING_STOPPED = "sending_stopped"
+DRIFT_SENDING_RESUMED = "sending_resumed"
+
+
+def sending_stops(
+    conn: sa.Connection, deployment_ids: Collection[int]
+) -> dict[int, DriftRecord]:
+    """The deployments to which sending is stopped: their latest stop/resume marker is a
+    stop. Maps the deployment id to that ``sending_stopped`` event."""
+    t = drift_event_table
+    markers = (
+        sa.select(*t.c)
+        .where(
+            t.c.kind.in_([DRIFT_SENDING_STOPPED, DRIFT_SENDING_RESUMED]),
+            one_of(t.c.deployment_id, deployment_ids),
+        )
+        .order_by(t.c.observed_at, t.c.id)
+    )
+    # Markers are rare (one per stop or resume): the latest per deployment wins.
+    latest = {int(row.deployment_id): row for row in conn.execute(markers)}
+    return {
+        ident: DriftRecord(**row._mapping)
+        for ident, row in latest.items()
+        if row.kind == DRIFT_SENDING_STOPPED
+    }
+
+
+def drift_streak(conn: sa.Connection, deployment_id: int, *, limit: int) -> int:
+    """How many of the deployment's latest confirmed elastic actions, in a row from the
+    newest, have an ``elastic_target`` drift event naming them (``detail.action_id``): the
+    provider said "done" and its holdings did not follow. The streak ends at the first
+    confirmed action without one, and at the last stop/resume marker. At most ``limit``."""
+    a, d = action_table, drift_event_table
+    marker = (
+        sa.select(sa.func.max(d.c.observed_at))
+        .where(
+            d.c.deployment_id == deployment_id,
+            d.c.kind.in_([DRIFT_SENDING_STOPPED, DRIFT_SENDING_RESUMED]),
+        )
+        .scalar_subquery()
+    )
+    drifted = (
+        sa.select(sa.literal(1))
+        .where(
+            d.c.deployment_id == a.c.deployment_id,
+            d.c.kind == "elastic_target",
+            d.c.detail["action_id"].astext == sa.cast(a.c.id, sa.Text),
+        )
+        .exists()
+    )
+    rows = conn.execute(
+        sa.select(drifted)
+        .where(
+            a.c.deployment_id == deployment_id,
+            a.c.kind == KIND_ELASTIC,
+            a.c.state == "confirmed",
+            sa.or_(marker.is_(None), a.c.confirmed_at > marker),
+        )
+        .order_by(a.c.confirmed_at.desc(), a.c.id.desc())
+        .limit(limit)
+    ).scalars()
+    streak = 0
+    for flag in rows:
+        if not flag:
+            break
+        streak += 1
+    return streak
+
+
 def list_drift(conn: sa.Connection, *, deployment_id: int | None = None) -> list[DriftRecord]:
     t = drift_event_table
     query = sa.select(*t.c).order_by(t.c.observed_at, t.c.id)
@@ -670,6 +744,8 @@ __all__ = [
     "ACTION_KINDS",
     "ACTION_STATES",
     "DEFAULT_DAEMON",
+    "DRIFT_SENDING_RESUMED",
+    "DRIFT_SENDING_STOPPED",
     "KIND_COMMITMENT",
     "KIND_ELASTIC",
     "ActionRecord",
@@ -684,6 +760,7 @@ __all__ = [
     "deployment_names",
     "deployment_names_for_provider",
     "drift_event_table",
+    "drift_streak",
     "due_planned_actions",
     "get_action",
     "get_action_by_key",
@@ -706,6 +783,7 @@ __all__ = [
     "read_daemon_state",
     "read_heartbeat",
     "record_heartbeat",
+    "sending_stops",
     "sent_actions",
     "set_paused",
     "supersede_planned_elastic",
