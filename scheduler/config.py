@@ -135,6 +135,14 @@ class Deployment:
     spill: str = "payg"
     max_spill_fraction: float = 0.01
     timezone: str = "UTC"
+    #: "live" sends actions to the provider; "shadow" journals them and logs the exact SDK
+    #: call the adapter would make, sending nothing (scheduler/providers/shadow.py).
+    mode: str = "live"
+    #: Spend guard (scheduler/daemon/spend_guard.py), dollars; 0 = no guard. The most the
+    #: deployment may cost per hour (elastic units plus active commitments) after a scale-up.
+    max_hourly_spend: float = 0.0
+    #: The most its commitments may still owe (active ones plus a new purchase).
+    max_commitment_spend: float = 0.0
     calendar: tuple[CalendarEntry, ...] = ()
     source: tuple[PullSource, ...] = ()
 
@@ -196,6 +204,15 @@ class IngestSettings:
     #: ... but only while it is shorter than this: reported zeros that go on this long are
     #: load, and capacity follows them down to min_units (0 = zeros may be a gap forever).
     zero_load_after_minutes: int = 120
+    #: A minute older than this many days before now is rejected (file:line:column).
+    max_age_days: int = 3660
+    #: A minute more than this many minutes after now is rejected (gateway clock skew).
+    max_future_minutes: int = 1440
+    #: One file (or push) may span at most this many days, first to last minute.
+    max_span_days: int = 400
+    #: A minute whose weighted tokens exceed plausibility_factor x max_units x unit_tpm of
+    #: its deployment is rejected as implausible (0 = no ceiling).
+    plausibility_factor: float = 1000.0
 
 
 @dataclass(frozen=True)
@@ -361,6 +378,7 @@ _STRING_KEYS = {
     "model",
     "spill",
     "timezone",
+    "mode",
 }
 
 
@@ -535,6 +553,11 @@ def _validate_deployment(d: Deployment, label: str) -> None:
         raise bad("spill", f"must be 'payg' or 'throttle', got {d.spill!r}")
     if not 0 <= d.max_spill_fraction <= 1:
         raise bad("max_spill_fraction", "must be between 0 and 1")
+    if d.mode not in ("live", "shadow"):
+        raise bad("mode", f"must be 'live' or 'shadow', got {d.mode!r}")
+    for key in ("max_hourly_spend", "max_commitment_spend"):
+        if getattr(d, key) < 0:
+            raise bad(key, "must be >= 0 (0 = no guard)")
     try:
         zoneinfo.ZoneInfo(d.timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
@@ -577,6 +600,12 @@ def _validate_sections(sections: Mapping[str, Any], where: str) -> None:
         raise ConfigError(f"{where}: [daemon] key 'drift_stop_after' must be >= 0")
     if daemon.monthly_budget < 0:
         raise ConfigError(f"{where}: [daemon] key 'monthly_budget' must be >= 0")
+    ingest: IngestSettings = sections["ingest"]
+    for key in ("max_age_days", "max_future_minutes", "max_span_days"):
+        if getattr(ingest, key) < 1:
+            raise ConfigError(f"{where}: [ingest] key {key!r} must be >= 1")
+    if ingest.plausibility_factor < 0:
+        raise ConfigError(f"{where}: [ingest] key 'plausibility_factor' must be >= 0")
     if log.format not in ("auto", "json", "console"):
         raise ConfigError(f"{where}: [log] key 'format' must be auto, json or console")
     if log.level.lower() not in ("debug", "info", "warning", "error"):

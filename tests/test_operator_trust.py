@@ -199,3 +199,175 @@ def test_capsched_reader_reads_the_views_and_nothing_else(engine: sa.Engine) -> 
     finally:
         with engine.begin() as conn:
             conn.execute(sa.text(f"DROP ROLE {user}"))
+
+
+# -- item 6: a multi-file ingest is all-or-nothing -----------------------------------------
+
+HEADER = "minute_utc,input_tokens,output_tokens,requests\n"
+
+
+def _usage_rows(engine: sa.Engine) -> tuple[int, int]:
+    with engine.connect() as conn:
+        return (conn.execute(sa.text("SELECT count(*) FROM usage")).scalar_one(),
+                conn.execute(sa.text("SELECT count(*) FROM ingest_batch")).scalar_one())
+
+
+def test_multi_file_ingest_writes_nothing_when_one_file_is_bad(
+    db_url: str, engine: sa.Engine, config_path: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ok = tmp_path / "ok.csv"
+    ok.write_text(HEADER + "2026-03-02T00:00:00Z,1,1,1\n")
+    bad = tmp_path / "bad.csv"
+    bad.write_text(HEADER + "2026-03-02T00:01:00Z,x,1,1\n")
+    base = ("--database-url", db_url, "--config", str(config_path))
+    code, _, err = run(capsys, *base, "ingest", str(ok), str(bad), "--deployment", "m-small")
+    assert code == cli.EXIT_FAILED
+    assert f"{bad}:2:2: input_tokens:" in err
+    assert _usage_rows(engine) == (0, 0)
+    code, _, err = run(capsys, *base, "ingest", str(ok), "--deployment", "m-small")
+    assert code == 0 and _usage_rows(engine) == (1, 1)
+
+
+# -- item 9: timestamps outside a window around now, bounded partitions --------------------
+
+
+def _partitions(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text(
+            "SELECT count(*) FROM pg_class WHERE relname LIKE 'usage_hour_p%'")).scalar_one())
+
+
+@pytest.mark.parametrize(
+    ("rows", "where"),
+    [
+        (["2025-06-02T00:00:00Z", "2099-01-01T00:00:00Z"], ":3:1: minute_utc: 2099-01-01T00:00Z"),
+        (["1970-01-01T00:00:00Z", "2025-06-02T00:00:00Z"], ":2:1: minute_utc: 1970-01-01T00:00Z"),
+        (["2025-06-02T00:00:00Z", "9999-12-31T23:59:00Z"], ":3:1: minute_utc: 9999-12-31T23:59Z"),
+        (["0001-01-01T00:00:00Z", "2025-06-02T00:00:00Z"], ":2:1: minute_utc: 0001-01-01T00:00Z"),
+        # Inside the window, but 17 months from the file's other rows.
+        (["2025-01-02T00:00:00Z", "2025-01-03T00:00:00Z", "2026-06-02T00:00:00Z"],
+         ":4:1: minute_utc: 2026-06-02T00:00Z is more than 400 days"),
+    ],
+)
+def test_minutes_outside_the_window_are_rejected_with_their_location(
+    db_url: str, engine: sa.Engine, config_path: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str], rows: list[str], where: str,
+) -> None:
+    path = tmp_path / "usage.csv"
+    path.write_text(HEADER + "".join(f"{m},1,1,1\n" for m in rows))
+    before = _partitions(engine)
+    code, _, err = run(capsys, "--database-url", db_url, "--config", str(config_path),
+                       "ingest", str(path), "--deployment", "m-small")
+    assert code == cli.EXIT_FAILED
+    assert f"{path}{where}" in err
+    assert _partitions(engine) == before and _usage_rows(engine) == (0, 0)
+
+
+def test_the_window_is_configurable(
+    db_url: str, engine: sa.Engine, tmp_path: Path, traces_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[ingest]\nmax_age_days = 30\n" + CONFIG)
+    trace = str(traces_dir / "servegen_m-small.csv")  # January 2025
+    code, _, err = run(capsys, "--database-url", db_url, "--config", str(config),
+                       "ingest", trace, "--deployment", "m-small")
+    assert code == cli.EXIT_FAILED and "max_age_days = 30" in err
+
+
+def test_push_rejects_year_9999_without_creating_partitions(engine: sa.Engine) -> None:
+    import http.client
+
+    from scheduler.config import parse_config
+    from scheduler.ingest.push import PushServer
+    from scheduler.store import deployments as deployment_store
+
+    config = parse_config({"deployment": [{"name": "m-small", "provider": "simulated",
+                                           "unit_tpm": 2500,
+                                           "pricing": {"elastic_unit_hour": 38.0}}]})
+    with engine.begin() as conn:
+        deployment_store.sync_deployments(conn, config.deployments)
+    before = _partitions(engine)
+    body = (HEADER + "2026-03-02T00:00:00Z,1,1,1\n9999-12-31T23:59:00Z,1,1,1\n").encode()
+    with PushServer(engine, "t0ken", address="127.0.0.1:0") as push:
+        conn = http.client.HTTPConnection("127.0.0.1", push.port, timeout=60)
+        conn.request("POST", "/v1/usage?deployment=m-small&source=gw", body=body,
+                     headers={"Authorization": "Bearer t0ken", "Content-Type": "text/csv"})
+        response = conn.getresponse()
+        answer = json.loads(response.read())
+        conn.close()
+    assert response.status == 422
+    assert ":3:1: minute_utc: 9999-12-31T23:59Z is outside the accepted window" in str(answer)
+    assert _partitions(engine) == before
+
+
+# -- item 10: one count validator for CSV and JSON Lines, a plausibility ceiling -----------
+
+BAD_COUNTS = [
+    ("9223372036854775807", "count too large"),
+    (str(2**62 + 1), "count too large"),
+    ("1e3", "not a non-negative integer"),
+    ("5e2", "not a non-negative integer"),
+    ("1_000", "not a non-negative integer"),
+    ("١٢", "not a non-negative integer"),
+    ("+5", "not a non-negative integer"),
+    ("5.0", "not a non-negative integer"),
+    ("-3", "negative count"),
+    ("1" * 100_000, "count too large: 100,000 digits"),
+]
+
+
+@pytest.mark.parametrize(("cell", "why"), BAD_COUNTS, ids=[c[:12] for c, _ in BAD_COUNTS])
+def test_csv_and_jsonl_reject_the_same_counts_with_a_location(cell: str, why: str) -> None:
+    from scheduler.ingest.files import UsageFileError, parse_usage_bytes
+
+    csv_body = HEADER + "2026-03-02T00:00:00Z,1,1,1\n" + f"2026-03-02T00:01:00Z,1,{cell},1\n"
+    with pytest.raises(UsageFileError) as caught:
+        parse_usage_bytes(csv_body.encode(), "u.csv")
+    assert str(caught.value).startswith(f"u.csv:3:3: output_tokens: {why}")
+    assert len(str(caught.value)) < 300
+    number = cell if cell.isascii() and cell.lstrip("+-").replace(".", "").isalnum() else None
+    if number is None or not (number[0].isdigit() or number[0] == "-") or "_" in number:
+        json_cell = json.dumps(cell)  # not a JSON number: a string must be rejected as well
+        why = "not a non-negative integer"
+    else:
+        json_cell = number
+    jsonl_body = (
+        '{"minute_utc": "2026-03-02T00:00:00Z", "input_tokens": 1, "output_tokens": 1, '
+        '"requests": 1}\n'
+        f'{{"minute_utc": "2026-03-02T00:01:00Z", "input_tokens": 1, "output_tokens": '
+        f'{json_cell}, "requests": 1}}\n'
+    )
+    with pytest.raises(UsageFileError) as caught:
+        parse_usage_bytes(jsonl_body.encode(), "u.jsonl")
+    assert str(caught.value).startswith(f"u.jsonl:2:3: output_tokens: {why}")
+    assert len(str(caught.value)) < 300
+
+
+def test_plain_digits_still_take_the_fast_path_and_are_read() -> None:
+    from scheduler.ingest.files import parse_usage_bytes
+
+    body = HEADER + "2026-03-02T00:00:00Z,0,10,7\n2026-03-02T00:01:00Z,123456789,4,0\n"
+    parsed = parse_usage_bytes(body.encode(), "u.csv")
+    assert parsed.input_tokens.tolist() == [0, 123456789]
+    assert parsed.output_tokens.tolist() == [10, 4]
+
+
+def test_a_minute_above_the_plausibility_ceiling_is_rejected(
+    db_url: str, engine: sa.Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = tmp_path / "c.toml"
+    # 10 x 100 units x 500,000 tokens per minute = 5x10^8 weighted tokens per minute.
+    config.write_text("[ingest]\nplausibility_factor = 10\n" + CONFIG)
+    path = tmp_path / "usage.csv"
+    path.write_text(HEADER + "2026-03-02T00:00:00Z,400000000,0,1\n"
+                    "2026-03-02T00:01:00Z,400000000,40000000,1\n")
+    code, _, err = run(capsys, "--database-url", db_url, "--config", str(config),
+                       "ingest", str(path), "--deployment", "m-small")
+    assert code == cli.EXIT_FAILED
+    assert f"{path}:3:2: input_tokens: implausible: 520,000,000 weighted tokens" in err
+    assert _usage_rows(engine) == (0, 0)
+    config.write_text("[ingest]\nplausibility_factor = 0\n" + CONFIG)
+    assert run(capsys, "--database-url", db_url, "--config", str(config),
+               "ingest", str(path), "--deployment", "m-small")[0] == 0

@@ -362,8 +362,10 @@ def cmd_db_prune(ctx: Context) -> int:
 def cmd_ingest(ctx: Context) -> int:
     source = ctx.args.source or ctx.config.ingest.default_source
     with connected(ctx) as engine:
+        # All files or none (#10 item 6): every file is checked before any is written.
         for result in ingest_files(
-            engine, ctx.args.files, deployment=ctx.args.deployment, source=source
+            engine, ctx.args.files, deployment=ctx.args.deployment, source=source,
+            limits=ctx.config.ingest, now=utc_now(),
         ):
             log.info(
                 "ingest.file",

@@ -49,6 +49,7 @@ import psycopg
 import sqlalchemy as sa
 import structlog
 
+from scheduler.config import IngestSettings
 from scheduler.ingest.files import UsageFileError, parse_usage_bytes
 from scheduler.ingest.write import IngestError, ingest_parsed
 from scheduler.observe.metrics import is_loopback, parse_address
@@ -158,6 +159,7 @@ class PushServer:
         max_body_bytes: int = MAX_BODY_BYTES,
         max_decoded_bytes: int = MAX_DECODED_BYTES,
         max_concurrent: int = MAX_CONCURRENT,
+        limits: IngestSettings | None = None,
     ) -> None:
         if not token or not token.strip():
             raise PushConfigError(
@@ -172,6 +174,8 @@ class PushServer:
         except ValueError as exc:
             raise PushConfigError(str(exc)) from None
         self.engine = engine
+        #: The [ingest] window and plausibility ceiling, the same as file ingest applies.
+        self.limits = limits or IngestSettings()
         self.default_source = default_source
         self.max_body_bytes = max_body_bytes
         self.max_decoded_bytes = max_decoded_bytes
@@ -244,7 +248,8 @@ class PushServer:
 
     def ingest(self, body: bytes, *, name: str, deployment: str | None, source: str) -> PushResult:
         parsed = parse_usage_bytes(body, name)
-        result = ingest_parsed(self.engine, parsed, deployment=deployment, source=source)
+        result = ingest_parsed(self.engine, parsed, deployment=deployment, source=source,
+                               limits=self.limits)
         return PushResult(
             result.rows,
             result.batch_id,

@@ -165,6 +165,30 @@ def sync_changes(conn: sa.Connection, deployments: Sequence[Deployment]) -> Sync
     return SyncChanges(tuple(added), tuple(updated), tuple(reactivated), tuple(deactivated))
 
 
+@dataclass(frozen=True)
+class UnitSize:
+    """What one unit of a stored deployment serves: for the ingest plausibility ceiling."""
+
+    name: str
+    unit_tpm: float
+    output_token_weight: float
+    max_units: int
+
+
+def unit_sizes(conn: sa.Connection, ids: Sequence[int]) -> dict[int, UnitSize]:
+    """Per deployment id: unit size and ``max_units`` as last synced from the config."""
+    t = deployment_table
+    rows = conn.execute(
+        sa.select(t.c.id, t.c.name, t.c.unit_tpm, t.c.output_token_weight,
+                  t.c.settings["max_units"].as_integer())
+        .where(one_of(t.c.id, list(ids)))
+    )
+    return {
+        ident: UnitSize(name, float(tpm), float(weight), int(max_units or 0))
+        for ident, name, tpm, weight, max_units in rows
+    }
+
+
 def deployment_ids(conn: sa.Connection, names: Sequence[str]) -> dict[str, int]:
     t = deployment_table
     result = conn.execute(sa.select(t.c.name, t.c.id).where(one_of(t.c.name, names)))
