@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import sqlalchemy as sa
 
 from scheduler.config import Config
+from scheduler.daemon.spend_guard import wrap_provider
 from scheduler.providers.base import Provider
 from scheduler.providers.registry import create_provider
 
@@ -22,9 +23,12 @@ class ProviderSet:
 
     def get(self, name: str) -> Provider:
         if name not in self._providers:
-            self._providers[name] = create_provider(
+            provider = create_provider(
                 name, self._config.providers.get(name, {}), engine=self._engine,
                 timeout=self._config.daemon.provider_timeout_seconds)
+            # Shadow mode and the spend guard, for the deployments that ask for them.
+            self._providers[name] = wrap_provider(
+                provider, [d for d in self._config.deployments if d.provider == name])
         return self._providers[name]
 
     def close(self) -> None:
