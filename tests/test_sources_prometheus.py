@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,9 +28,13 @@ from scheduler.ingest.sources.base import SourceError
 from scheduler.ingest.sources.prometheus import PrometheusSource
 from scheduler.ingest.sources.pull import PullError, pull
 from scheduler.store import sources as source_store
-from tests.sources_support import source_config, stored, synced, utc
+from tests.daemon_support import kill_advisory_lock_holders
+from tests.sources_support import source_config, stored, synced
 
-T0 = utc(2026, 11, 2, 0, 0)
+# Four days before today: close enough to the clock that the daemon's catch-up in the kill
+# test is a few days of chunks, whatever day the tests run.
+T0 = dt.datetime.now(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0) - dt.timedelta(
+    days=4)
 MINUTES = 3 * 1440 + 17  # more than one query chunk (a day), not a whole number of them
 OUTAGE = range(2000, 2011)  # boundaries with no sample at all: a scrape outage
 RESET_AT = 1500  # instance b restarts: its counter starts again from zero
@@ -189,3 +197,81 @@ def test_a_malformed_answer_is_a_source_error(engine: sa.Engine) -> None:
             "resultType": "vector", "result": []}})))
     with pytest.raises(SourceError, match="expected a matrix"):
         source.read(T0, T0 + dt.timedelta(minutes=5))
+
+
+def test_killing_the_daemon_during_a_pull_loses_and_duplicates_nothing(
+    engine: sa.Engine, db_url: str, tmp_path: Path, prometheus: tuple[str, Any]
+) -> None:
+    """The daemon's pull job catches up on weeks of minutes from an old high-water mark;
+    SIGKILL it once the first chunk is in, restart it, and the minutes are exactly the
+    counters' increases: the killed chunk is read again and replaces, never adds."""
+    url, ev = prometheus
+    config = tmp_path / "capsched.toml"
+    config.write_text(f"""
+[daemon]
+tick_seconds = 2
+
+[providers.simulated]
+
+[[deployment]]
+name = "bot"
+provider = "simulated"
+unit_tpm = 2500
+[deployment.pricing]
+elastic_unit_hour = 38.0
+[[deployment.source]]
+kind = "prometheus"
+url = "{url}"
+input_query = '{SPEC["input_query"]}'
+output_query = '{SPEC["output_query"]}'
+requests_query = '{SPEC["requests_query"]}'
+""")
+    import tomllib
+
+    from scheduler.config import parse_config
+
+    parsed = parse_config(tomllib.loads(config.read_text()), path=config)
+    _, spec = synced(engine, parsed)
+    with engine.begin() as conn:  # as if the last pull had been long ago
+        source_store.set_high_water(conn, 1, spec.name, spec.kind, T0 + dt.timedelta(minutes=15))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CAPSCHED_")}
+    env.update(CAPSCHED_CONFIG=str(config), CAPSCHED_DATABASE_URL=db_url,
+               CAPSCHED_LOG_FORMAT="json")
+
+    def mark() -> dt.datetime | None:
+        with engine.connect() as conn:
+            state = source_store.read_state(conn, 1, spec.name)
+        return None if state is None else state.high_water
+
+    def daemon() -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "scheduler", "run"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    first = daemon()
+    try:
+        deadline = time.monotonic() + 120
+        while mark() == T0 + dt.timedelta(minutes=15) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        first.send_signal(signal.SIGKILL)  # the first chunk is in, the rest is not
+    finally:
+        first.kill()
+        first.wait(timeout=30)
+    killed_at = mark()
+    assert killed_at is not None
+    assert T0 + dt.timedelta(minutes=15) < killed_at < dt.datetime.now(dt.UTC) - dt.timedelta(
+        minutes=2), "the pull was not killed half-way"
+    kill_advisory_lock_holders(str(sa.make_url(db_url).set(drivername="postgresql")))
+    second = daemon()
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            at = mark()
+            if at is not None and at >= dt.datetime.now(dt.UTC) - dt.timedelta(minutes=2):
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the restarted daemon did not catch up within 180 s")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=60)
+    assert stored(engine) == expected(ev)

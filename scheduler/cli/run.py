@@ -16,6 +16,7 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from scheduler.cli import main as cli
+from scheduler.cli import pull as pull_jobs
 from scheduler.config import Config, ConfigError, load_config
 from scheduler.credentials import SecretError, resolve_secret
 from scheduler.daemon.providers import ProviderSet
@@ -214,6 +215,8 @@ def _run_forever(daemon: Daemon, ctx: cli.Context) -> int:
     trigger = (CronTrigger(second=0, timezone=dt.UTC) if tick == 60 and speed == 1
                else IntervalTrigger(seconds=tick / speed, timezone=dt.UTC))
     scheduler.add_job(tick_job, trigger, id="tick", **job_defaults)
+    # Usage pulled from [[deployment.source]]: one job per source (scheduler/cli/pull.py).
+    pull_jobs.add_pull_jobs(scheduler, daemon, clock, speed, job_defaults)
     if speed == 1:
         # On a replayed clock the tick refits inline when due (interval jobs run on wall time).
         scheduler.add_job(refit_job, IntervalTrigger(minutes=config.daemon.refit_minutes,

@@ -93,13 +93,21 @@ def window(
     return start, end
 
 
+def next_due(state: source_store.SourceState | None, spec: PullSource) -> dt.datetime | None:
+    """When the source should next be pulled (None: now): ``interval_seconds`` after the
+    last attempt, and interval x 2^failures (at most :data:`MAX_FAILURE_BACKOFF`) after a
+    failure, so a failing or throttled source backs off across pulls too."""
+    if state is None or state.last_attempt_at is None:
+        return None
+    wait = dt.timedelta(seconds=spec.interval_seconds)
+    if state.failures:
+        wait = min(wait * 2 ** min(state.failures, 20), MAX_FAILURE_BACKOFF)
+    return state.last_attempt_at + wait
+
+
 def due(state: source_store.SourceState | None, spec: PullSource, now: dt.datetime) -> bool:
-    """Whether a failing source has waited out its backoff (a healthy one is always due)."""
-    if state is None or state.failures == 0 or state.last_attempt_at is None:
-        return True
-    wait = min(dt.timedelta(seconds=spec.interval_seconds) * 2 ** min(state.failures, 20),
-               MAX_FAILURE_BACKOFF)
-    return bool(now >= state.last_attempt_at + wait)
+    at = next_due(state, spec)
+    return at is None or now >= at
 
 
 def _csv_bytes(read: SourceMinutes) -> bytes:
