@@ -318,3 +318,74 @@ def test_iam_policy_grants_exactly_the_calls_the_adapter_makes(repo_root: Path) 
     granted = {a for s in policy["Statement"] for a in (
         [s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
     assert granted == set(IAM_ACTIONS.values())
+
+
+# -- capsched providers check --------------------------------------------------------------
+
+CHECK_CONFIG = """
+[[deployment]]
+name = "chat"
+provider = "aws"
+unit_tpm = 2500
+[deployment.pricing]
+elastic_unit_hour = 40.0
+
+[[deployment]]
+name = "other"
+provider = "aws"
+unit_tpm = 2500
+[deployment.pricing]
+elastic_unit_hour = 40.0
+
+[providers.aws]
+type = "bedrock"
+region = "us-east-1"
+[providers.aws.deployments.chat]
+model_id = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+"""
+
+
+def _check(tmp_path: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    from scheduler.cli.main import main
+
+    path = tmp_path / "capsched.toml"
+    path.write_text(CHECK_CONFIG)
+    code = main(["--config", str(path), "providers", "check", *args])
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    return code, captured.out
+
+
+def test_providers_check_says_what_is_missing(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Missing credentials: no environment, no profile, no instance role.
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    code, out = _check(tmp_path, capsys, "--deployment", "chat")
+    assert code == 1
+    assert "FAIL chat (provider aws, mode live): credentials missing or rejected" in out
+    # An unknown deployment: the provider has no table for it.
+    code, out = _check(tmp_path, capsys, "--deployment", "other")
+    assert code == 1 and "has no [providers.aws.deployments.other] table" in out
+    # A missing permission, and then everything in order (the client behind a Stubber).
+    client = boto3.client("bedrock", region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing")
+    monkeypatch.setattr(boto3.Session, "client", lambda self, *a, **kw: client)
+    with Stubber(client) as stubber:
+        stubber.add_client_error(
+            "list_provisioned_model_throughputs", service_error_code="AccessDeniedException",
+            http_status_code=403, service_message="User: arn:aws:iam::123456789012:user/cs is "
+            "not authorized to perform: bedrock:ListProvisionedModelThroughputs")
+        code, out = _check(tmp_path, capsys, "--deployment", "chat")
+        assert code == 1
+        assert "missing permission bedrock:ListProvisionedModelThroughputs" in out
+        stub_list(stubber, [])
+        stubber.add_response("get_foundation_model", {"modelDetails": {
+            "modelArn": f"arn:aws:bedrock:us-east-1::foundation-model/{MODEL}",
+            "modelId": MODEL}}, {"modelIdentifier": MODEL})
+        code, out = _check(tmp_path, capsys, "--deployment", "chat")
+        assert code == 0 and out.startswith("ok   chat") and f"model {MODEL} exists" in out
