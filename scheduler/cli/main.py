@@ -17,6 +17,8 @@ import argparse
 import datetime as dt
 import json
 import os
+import shutil
+import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -164,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     p_down = db_sub.add_parser("downgrade", help="revert migrations to REVISION")
     p_down.add_argument("revision")
     p_down.set_defaults(handler=cmd_db_downgrade)
+    p_psql = db_sub.add_parser(
+        "psql", help="run psql on the capsched database (the embedded one is started for "
+                     "the session); arguments after -- go to psql")
+    p_psql.add_argument("psql_args", nargs=argparse.REMAINDER, metavar="PSQL_ARG")
+    p_psql.set_defaults(handler=cmd_db_psql)
     p_prune = db_sub.add_parser(
         "prune", help="drop usage months older than retention_days (never a deployment's "
                       "latest 35 days) and capacity ledger months before the previous one")
@@ -340,6 +347,33 @@ def cmd_db_downgrade(ctx: Context) -> int:
     with db.open_database(ctx.config.database) as database:
         db.downgrade(database.url, ctx.args.revision)
     return EXIT_OK
+
+
+def _psql_binary() -> str:
+    # The pgserver wheel ships psql next to its server: no client install needed.
+    try:
+        from pgserver._commands import POSTGRES_BIN_PATH
+
+        bundled = POSTGRES_BIN_PATH / "psql"
+        if bundled.exists():
+            return str(bundled)
+    except ImportError:  # pragma: no cover - pgserver is a hard dependency
+        pass
+    found = shutil.which("psql")
+    if found is None:
+        raise CommandError("no psql found (neither pgserver's nor on PATH)")
+    return found
+
+
+def cmd_db_psql(ctx: Context) -> int:
+    """psql on the database: the one way to reach the embedded server, which runs only while
+    a capsched process uses it (its socket lives in a private directory)."""
+    args = list(ctx.args.psql_args)
+    if args[:1] == ["--"]:
+        args = args[1:]
+    with db.open_database(ctx.config.database) as database:
+        return subprocess.run([_psql_binary(), db.libpq_url(database.url), *args],
+                              check=False).returncode
 
 
 def cmd_db_prune(ctx: Context) -> int:

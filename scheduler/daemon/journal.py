@@ -163,6 +163,8 @@ class ActionOutcome:
     error_class: str | None = None
     error: str | None = None
     next_attempt_at: dt.datetime | None = None
+    #: The action's kind (``elastic_set_target``, ``buy_commitment``): the metrics label.
+    kind: str = ""
 
 
 @dataclass(frozen=True)
@@ -347,6 +349,7 @@ def _outcome(action: ActionRecord, outcome: str, **kw: Any) -> ActionOutcome:
         deployment_id=action.deployment_id,
         idempotency_key=action.idempotency_key,
         outcome=outcome,
+        kind=action.kind,
         **kw,
     )
 

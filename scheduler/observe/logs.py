@@ -1,7 +1,10 @@
-"""structlog, configured once by the entry point.
+"""structlog, configured once by the entry point, for our loggers and every library's.
 
 JSON lines when stdout is not a terminal (systemd, cron, pipes), readable console output
-when it is. Everything logs through ``structlog.get_logger()``; tests use
+when it is. Everything of ours logs through ``structlog.get_logger()``; the standard
+``logging`` records of libraries (APScheduler's "maximum number of running instances
+reached", alembic's migration lines, httpx, botocore...) and Python warnings go through the
+same renderer, so under systemd every line is one JSON object (#10 item 15). Tests use
 ``structlog.testing.capture_logs``.
 """
 
@@ -9,9 +12,13 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from typing import TextIO
 
 import structlog
+
+#: The handler this module puts on the root logger (replaced on each configure call).
+_HANDLER_NAME = "capsched-structlog"
 
 
 def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
@@ -23,6 +30,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         if use_json
         else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
+    numeric_level = getattr(logging, level.upper(), logging.INFO)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -32,9 +40,38 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
             structlog.processors.format_exc_info,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(
-            getattr(logging, level.upper(), logging.INFO)
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )
+    _route_standard_logging(stream, renderer, numeric_level)
+
+
+def _route_standard_logging(
+    stream: TextIO, renderer: structlog.typing.Processor, level: int
+) -> None:
+    handler = logging.StreamHandler(stream)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.format_exc_info,
+            ],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    # Replace the handler of an earlier call (SIGHUP reload, tests), keep any other (pytest's).
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    logging.captureWarnings(True)
+    # pgserver asks platformdirs for a runtime directory (a lock file shared by the capsched
+    # processes using one embedded server); without XDG_RUNTIME_DIR (cron, system services)
+    # platformdirs warns on every embedded command and falls back to /tmp/runtime-$UID,
+    # which is the right place for that lock. Nothing to act on, so no line.
+    warnings.filterwarnings("ignore", message=r"XDG_RUNTIME_DIR is not set")
