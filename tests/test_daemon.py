@@ -357,3 +357,45 @@ def test_reported_zeros_bring_capacity_down_within_hours_and_buy_nothing(
         assert bought == 0
     finally:
         daemon.close()
+
+
+def test_out_of_capacity_takes_what_is_granted_and_keeps_asking(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    """The out-of-capacity case: the region can grant 2 units, the peak needs 3, and the
+    provider sells no commitments."""
+    import tomllib
+
+    from scheduler.config import parse_config
+    from tests.daemon_support import CONFIG
+
+    text = CONFIG.replace("min_hold_minutes = 60\n",
+                          "min_hold_minutes = 60\navailable_units = 2\nsupported_terms = []\n", 1)
+    cfg = parse_config(tomllib.loads(text))
+    providers = ProviderSet(cfg, engine)
+    daemon = Daemon(cfg, engine, providers, instance_id="test-ooc")
+    clock = Clock()
+    set_provider_clocks(providers, cfg, clock)
+    try:
+        ingest_until(engine, tmp_path, DAY + dt.timedelta(days=1))
+        run_ticks(daemon, clock, DAY.replace(hour=7, minute=50), 31)  # 07:50 .. 08:20
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text(
+                "SELECT kind, state, target_units, error_class, decided_at FROM action "
+                "ORDER BY id")).all()
+        # No purchase the provider cannot make; the 1-unit night load was served meanwhile.
+        assert all(r.kind == "elastic_set_target" for r in rows), rows
+        failed = [r for r in rows if r.state == "failed"]
+        assert failed and all(r.error_class == "OutOfCapacityError" and r.target_units == 3
+                              for r in failed)
+        granted = [r for r in rows if r.state == "confirmed" and r.target_units == 2]
+        assert granted and granted[0].decided_at <= failed[0].decided_at + dt.timedelta(
+            minutes=2)
+        # Capacity is the 2 grantable units through the peak (was 0: the whole peak spilled).
+        for minute in (8, 10, 20):
+            assert holdings(daemon).capacity_at(DAY.replace(hour=8, minute=minute)) == 2
+        # ... and the third unit is asked for again after the cap expires.
+        assert any(r.decided_at >= failed[0].decided_at + dt.timedelta(minutes=10)
+                   and r.target_units == 3 for r in failed), rows
+    finally:
+        daemon.close()

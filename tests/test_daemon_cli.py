@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -51,3 +54,52 @@ def test_pause_stops_sending_and_resume_sends_again(
         sent = conn.execute(sa.text(
             "SELECT count(*) FROM action WHERE state = 'confirmed'")).scalar()
     assert sent and sent >= 1
+
+
+def _count(engine: sa.Engine, table: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar() or 0)
+
+
+def test_stale_usage_fails_forecast_and_dry_run_and_stores_nothing(
+    base: list[str], engine: sa.Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue #10 item 7: usage ending days ago is not a forecast or a plan."""
+    fresh = NOW + dt.timedelta(minutes=30)
+    assert main([*base, "plan", "--dry-run", "--quiet", "--now", fresh.isoformat()]) == EXIT_OK
+    assert main([*base, "forecast", "--now", fresh.isoformat()]) == EXIT_OK
+    plans, forecasts = _count(engine, "plan"), _count(engine, "forecast_run")
+    capsys.readouterr()
+    later = NOW + dt.timedelta(days=3)
+    with _no_warnings():
+        assert main([*base, "forecast", "--now", later.isoformat()]) == EXIT_FAILED
+        out = capsys.readouterr()
+        assert main([*base, "plan", "--dry-run", "--now", later.isoformat()]) == EXIT_FAILED
+        out_plan = capsys.readouterr()
+    for err in (out.err, out_plan.err):
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, err
+        assert "bot: usage ends at" in lines[0] and "staleness_minutes = 10" in lines[0]
+    assert "nothing stored" in out.err and "no plan stored" in out_plan.err
+    assert _count(engine, "plan") == plans and _count(engine, "forecast_run") == forecasts
+
+
+@contextlib.contextmanager
+def _no_warnings() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a numpy RuntimeWarning fails the test
+        yield
+
+
+def test_health_reports_ingest_lag_past_staleness(
+    base: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue #10 item 8 / #9: a daemon holding capacity blind pages someone."""
+    late = NOW + dt.timedelta(hours=1, minutes=30)  # usage ends at NOW + 1 h
+    assert main([*base, "run", "--once", "--now", late.isoformat()]) == EXIT_OK
+    capsys.readouterr()
+    assert main([*base, "health", "--now", late.isoformat(), "--format", "json"]) == EXIT_FAILED
+    result = json.loads(capsys.readouterr().out)
+    assert result["ingest_lag_minutes"] == {"bot": 30.0}
+    assert any("usage ingest lags 30 min" in p and "staleness_minutes = 10" in p
+               for p in result["problems"]), result["problems"]

@@ -73,3 +73,25 @@ def test_a_few_missing_samples_do_not_void_the_envelope(missing: float) -> None:
     # Nearly every minute stays trusted, with the complete trace's value.
     assert trusted.mean() >= 0.95
     np.testing.assert_array_equal(value[trusted], complete[trusted])
+
+
+def test_the_same_minutes_lost_every_day_take_the_flat_stretch_value() -> None:
+    """sparse-missing case: 20 % lost at random plus 12:00-12:45 lost every day."""
+    now = dt.datetime(2026, 3, 23, 11, 0, tzinfo=dt.UTC)
+    start = now - dt.timedelta(days=22)
+    history = local_step_load(start, 22 * 1440, "UTC")
+    lossy = history.copy()
+    lossy[np.random.default_rng(7).random(lossy.size) < 0.2] = np.nan
+    minute = (np.arange(lossy.size) + 11 * 60) % 1440  # history starts at 11:00 UTC
+    lossy[(minute >= 720) & (minute < 765)] = np.nan
+    trusted, value = seasonal_envelope(lossy, 180, now=now, timezone="UTC")
+    assert trusted.all()
+    np.testing.assert_array_equal(value, local_step_load(now, 180, "UTC"))
+    # A hole at a step (values differ on its two sides) is left to the model.
+    step = np.full(10, True)
+    vals = np.array([1.0] * 4 + [0.0] * 2 + [4.0] * 4)
+    step[4:6] = False
+    from scheduler.planning.seasonal import _fill_holes
+
+    _fill_holes(step, vals, 60)
+    assert not step[4:6].any()

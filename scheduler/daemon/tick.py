@@ -53,7 +53,7 @@ from scheduler.planning.follow import ROUTINE, FollowedPlan, FollowSettings
 from scheduler.planning.headroom import HeadroomCurve
 from scheduler.planning.planner import SpillToDate
 from scheduler.providers.base import Holdings, Provider
-from scheduler.providers.errors import ProviderError
+from scheduler.providers.errors import OutOfCapacityError, ProviderError
 from scheduler.store import decisions as decision_store
 from scheduler.store import deployments as deployment_store
 from scheduler.store import forecasts as forecast_store
@@ -78,6 +78,9 @@ ACCOUNT_REFRESH_MINUTES = 15
 #: A tick adds at most this much to the account itself; a longer stretch (a start late in
 #: the month, a long stall) is read in the background unless the tick may work inline.
 ACCOUNT_INLINE_MINUTES = 180
+#: How long the elastic target stays capped at what an out-of-capacity provider said it
+#: could grant before the full target is asked for again.
+GRANTABLE_RETRY = dt.timedelta(minutes=10)
 
 
 @dataclass
@@ -211,6 +214,11 @@ class Daemon:
         self._reconciled: dict[str, tuple[Any, ...]] = {}
         #: Deployments whose usage is stale, and since when (daemon clock).
         self._stale_since: dict[str, dt.datetime] = {}
+        #: After an out-of-capacity refusal: the elastic target the provider said it could
+        #: grant, until when that cap holds (then the full target is asked for again).
+        self._grantable: dict[str, tuple[int, dt.datetime]] = {}
+        #: Whether each deployment's provider sells commitments (read once a day).
+        self._sells_commitments: dict[str, tuple[bool, dt.date]] = {}
         # The service-level account: owned by the tick; a background read (a cold start
         # late in the month) hands its result over through _warmed.
         self._account: ServiceAccount | None = None
@@ -429,7 +437,8 @@ class Daemon:
         # Stale usage defers the day's commitment decision (it is not recorded as made), so
         # it is taken on the first fresh tick instead of on a forecast nothing supports.
         decide = (local_now.strftime("%H:%M") >= self.config.daemon.commit_decision_time
-                  and decided_on != local_now.date() and not stale)
+                  and decided_on != local_now.date() and not stale
+                  and self._commitments_on_offer(deployment, local_now.date()))
         # Re-plan when what the plan stood on moved: committed units, staleness, the model,
         # or an elastic target other than the one this daemon last asked for (a rejected
         # action or a change by hand). Our own confirmed actions are what the plan wanted.
@@ -486,6 +495,16 @@ class Daemon:
         rail = rails.elastic_target(
             planned=planned, current=current, committed=committed, deployment=deployment,
             stale=stale, max_change_per_tick=self.config.daemon.max_change_per_tick)
+        target, rail_reasons = rail.target, list(rail.reasons)
+        capped = self._grantable.get(deployment.name)
+        if capped is not None and origin >= capped[1]:
+            del self._grantable[deployment.name]  # ask for the full target again
+            capped = None
+        if capped is not None and target > max(capped[0], current):
+            # Out of capacity: take what the provider can grant now, ask for the rest
+            # when the cap expires (never release units because of the cap).
+            target = max(capped[0], current)
+            rail_reasons.append(f"out_of_capacity: {capped[0]} grantable")
         outcome.planned_target, outcome.held = planned, rail.held
         self.metrics.set_held(deployment.name, rail.held)
         if observed is not None:
@@ -495,9 +514,9 @@ class Daemon:
         self.metrics.set_capacity(deployment.name, committed=committed,
                                   elastic=holdings.elastic_at(origin))
         reason = followed.plan.reason or "follow plan"
-        if rail.reasons:
-            reason += f" [rails: {', '.join(rail.reasons)}]"
-        return _Decision(deployment=deployment, record=record, target=rail.target,
+        if rail_reasons:
+            reason += f" [rails: {', '.join(rail_reasons)}]"
+        return _Decision(deployment=deployment, record=record, target=target,
                          current=current, reason=reason, commitments=new_commitments,
                          decided_day=local_now.date() if decide else None, outcome=outcome)
 
@@ -675,6 +694,38 @@ class Daemon:
             since = self._stale_since.pop(name)
             log.info("usage_fresh_again", deployment=name, stale_since=since.isoformat())
 
+    def _learn_grantable(self, provider: Provider, name: str | None, now: dt.datetime
+                         ) -> None:
+        """After an out-of-capacity refusal, cap the deployment's elastic target at what
+        the provider says it can grant (``ProviderLimits.available_units``) for
+        ``GRANTABLE_RETRY``; then the full target is asked for again."""
+        if name is None:
+            return
+        try:
+            available = provider.limits(name).available_units
+        except ProviderError:
+            return
+        if available is None:
+            return  # the provider does not say: back off and ask again as before
+        self._grantable[name] = (available, minute_floor(now) + GRANTABLE_RETRY)
+        log.warning("out_of_capacity_partial", deployment=name, grantable=available,
+                    retry_full_at=(minute_floor(now) + GRANTABLE_RETRY).isoformat())
+
+    def _commitments_on_offer(self, deployment: Deployment, day: dt.date) -> bool:
+        """Whether the deployment's provider sells commitments (asked once a local day):
+        a plan must not lean on a purchase that cannot happen (it would hold no elastic
+        unit for load the commitment was to serve)."""
+        known = self._sells_commitments.get(deployment.name)
+        if known is not None and known[1] == day:
+            return known[0]
+        try:
+            sells = self.providers.get(deployment.provider).limits(
+                deployment.name).supports_commitments
+        except (ProviderError, ConfigError):
+            return True  # unknown: decide as before; a refusal is journalled
+        self._sells_commitments[deployment.name] = (sells, day)
+        return sells
+
     def _providers_in_use(self) -> dict[str, tuple[Provider, dict[int, str]]]:
         grouped: dict[str, tuple[Provider, dict[int, str]]] = {}
         for deployment in self.config.deployments:
@@ -704,6 +755,8 @@ class Daemon:
                 report.actions_retrying += len(step.retrying)
                 for outcome in step.outcomes:
                     touched.add(outcome.deployment_id)
+                    if outcome.error_class == OutOfCapacityError.__name__:
+                        self._learn_grantable(provider, names.get(outcome.deployment_id), now)
                     self.metrics.record_action(name, "action", outcome.outcome)
                     if outcome.error_class:
                         self.metrics.record_provider_error(name, outcome.error_class)

@@ -18,9 +18,11 @@ The rule, per forecast minute ``now + h`` and per season (daily, then weekly):
   observed ones satisfy ``max - min <= rel_tol * max``: a few unreported minutes do not
   void the envelope (a lossy pipeline would otherwise distrust a third of all minutes
   at 5 % missing and re-plan from the wider model band);
-* the season is *followed today* when, over the last ``check_minutes`` observed minutes,
-  every minute whose own samples agree was within ``rel_tol`` of them (and at least half
-  of those minutes had agreeing samples);
+* the season is *followed today* when, over the last ``check_minutes`` minutes, every
+  observed minute whose own samples agree was within ``rel_tol`` of them (and at least
+  a sixth of those minutes, and 10, were so judged);
+* a run of at most an hour of untrusted minutes between two trusted minutes of the same
+  value takes that value (its samples were unreported, the stretch is flat);
 * where the samples agree and the season is followed, every quantile of that minute is
   replaced by the largest sample (the envelope's top: no smoothing, no spread). Elsewhere
   the model's quantiles stand unchanged.
@@ -41,6 +43,8 @@ import numpy as np
 
 from scheduler.planning.economics import FloatArray
 
+#: Today's minutes (at least) that must have agreeing samples to judge today.
+_MIN_JUDGED = 10
 #: (period in minutes, samples): the last 7 days, then the last 3 weeks.
 DEFAULT_SEASONS: tuple[tuple[int, int], ...] = ((1440, 7), (10_080, 3))
 
@@ -104,14 +108,15 @@ def _agree(samples: FloatArray, rel_tol: float) -> tuple[np.ndarray, FloatArray]
 def seasonal_envelope(
     history: FloatArray, horizon: int, *, seasons: Sequence[tuple[int, int]] = DEFAULT_SEASONS,
     rel_tol: float = 0.01, check_minutes: int = 60, now: dt.datetime | None = None,
-    timezone: str | None = None,
+    timezone: str | None = None, max_hole_minutes: int = 60,
 ) -> tuple[np.ndarray, FloatArray]:
     """Where the history's seasonal samples agree (and today follows them): mask and value.
 
     ``history`` holds the observations up to now (the last element is the minute before
     now; NaN = missing). ``now`` (timezone-aware) and ``timezone`` (IANA name) make the
-    samples local-time aligned; without them the lags are whole UTC periods. Returns
-    ``(trusted, value)`` for the minutes ``[now, now+horizon)``.
+    samples local-time aligned; without them the lags are whole UTC periods. Runs of at
+    most ``max_hole_minutes`` untrusted minutes inside a flat trusted stretch take its
+    value. Returns ``(trusted, value)`` for the minutes ``[now, now+horizon)``.
     """
     history = np.asarray(history, dtype=np.float64)
     now_minutes = (None if now is None else
@@ -135,7 +140,9 @@ def seasonal_envelope(
                                                     timezone), rel_tol)
         seen = history[past]
         judged = ok_past & np.isfinite(seen)
-        if judged.sum() * 2 < check:
+        # Enough of today's minutes must be judged; a lossy feed (a daily hole of most of
+        # an hour) still leaves enough observed ones to tell whether today follows.
+        if judged.sum() < max(_MIN_JUDGED, check // 6):
             continue
         if (np.abs(seen[judged] - top_past[judged]) > rel_tol * np.abs(top_past[judged])
                 + 1e-12).any():
@@ -144,7 +151,28 @@ def seasonal_envelope(
         new = ok & ~trusted
         value[new] = top[new]
         trusted |= new
+    _fill_holes(trusted, value, max_hole_minutes)
     return trusted, value
+
+
+def _fill_holes(trusted: np.ndarray, value: FloatArray, max_hole: int) -> None:
+    """Trust a run of at most ``max_hole`` untrusted minutes between two trusted minutes
+    of the same value (in place): the minutes inside a flat stretch whose own samples
+    were unreported (the same minutes lost every day, or by chance) carry that value;
+    distrusting them would hand single minutes to the wider model band and add a unit
+    for a minimum hold each time."""
+    if max_hole <= 0 or trusted.all() or not trusted.any():
+        return
+    edges = np.flatnonzero(np.diff(trusted.astype(np.int8)))
+    # Untrusted runs start after a 1->0 edge and end at the next 0->1 edge.
+    for i in edges[trusted[edges]].tolist():
+        after = np.flatnonzero(trusted[i + 1:])
+        if after.size == 0:
+            break
+        j = i + 1 + int(after[0])
+        if j - i - 1 <= max_hole and value[i] == value[j]:
+            trusted[i + 1:j] = True
+            value[i + 1:j] = value[i]
 
 
 def combine(values: FloatArray, history: FloatArray, **kwargs: object) -> FloatArray:

@@ -223,10 +223,17 @@ class ProviderLimits:
     lead_time_minutes: int = 0
     #: Minutes an elastic unit is held (and billed) at least once active.
     min_hold_minutes: int = 0
+    #: The largest elastic target the provider could grant right now (regional capacity,
+    #: e.g. Azure "insufficient capacity"), when it knows; None: unknown or unlimited.
+    #: After an :class:`OutOfCapacityError` the daemon asks for this much and keeps
+    #: asking for the rest.
+    available_units: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_units < 0 or self.max_step < 1:
             raise ValueError("max_units must be >= 0 and max_step >= 1")
+        if self.available_units is not None and self.available_units < 0:
+            raise ValueError("available_units must be >= 0")
         if self.lead_time_minutes < 0 or self.min_hold_minutes < 0:
             raise ValueError("lead_time_minutes and min_hold_minutes must be >= 0")
         object.__setattr__(self, "supported_terms", tuple(sorted(set(self.supported_terms))))

@@ -145,6 +145,7 @@ class SimulatedLimits:
             supported_terms=self.supported_terms,
             lead_time_minutes=self.lead_time_minutes,
             min_hold_minutes=self.min_hold_minutes,
+            available_units=self.available_units,
         )
 
 
