@@ -143,6 +143,13 @@ def sync_pull_jobs(scheduler: Any, daemon: Any, clock: Callable[[], dt.datetime]
     effect at the next sync)."""
     wanted = {f"{JOB_PREFIX}{d.name}/{s.name}": (d, s)
               for d, s in selected(daemon.config, None, None)}
+    try:
+        with daemon.engine.begin() as conn:
+            ids = deployment_store.deployment_ids(conn, [d.name for d, _ in wanted.values()])
+            source_store.clear_unconfigured(
+                conn, [(ids[d.name], s.name) for d, s in wanted.values() if d.name in ids])
+    except Exception:  # the database may be away; the next sync tries again
+        log.exception("pull_sync_failed")
     for job in scheduler.get_jobs():
         if job.id.startswith(JOB_PREFIX) and job.id not in wanted:
             job.remove()

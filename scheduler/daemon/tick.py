@@ -61,6 +61,7 @@ from scheduler.store import journal as journal_store
 from scheduler.store import ledger as ledger_store
 from scheduler.store import partitions, retention
 from scheduler.store import plans as plan_store
+from scheduler.store import sources as source_store
 from scheduler.store.locks import LeaderLock
 from scheduler.store.plans import PlanRecord
 
@@ -214,6 +215,8 @@ class Daemon:
         self._reconciled: dict[str, tuple[Any, ...]] = {}
         #: Deployments whose usage is stale, and since when (daemon clock).
         self._stale_since: dict[str, dt.datetime] = {}
+        #: Deployments whose pull source last failed or answered with nothing.
+        self._pull_stale: set[int] = set()
         #: After an out-of-capacity refusal: the elastic target the provider said it could
         #: grant, until when that cap holds (then the full target is asked for again).
         self._grantable: dict[str, tuple[int, dt.datetime]] = {}
@@ -340,6 +343,7 @@ class Daemon:
             report.paused = journal_store.is_paused(conn)
             fresh = load_histories(conn, deployments, self._ids, now, RELOAD_MINUTES / 1440)
             decided = decision_store.decided_on(conn, list(self._ids.values()))
+            self._pull_stale = source_store.stale_deployment_ids(conn)
         spill = self._spill_to_date(origin, inline=refit_inline)
         self.metrics.set_paused(report.paused)
         holdings = self._read_holdings(report)
@@ -431,7 +435,8 @@ class Daemon:
         routine_allowed: bool = True,
     ) -> _Decision:
         """Follow or re-plan one deployment and apply the rails (no database writes)."""
-        stale = self._stale(history, origin)
+        stale = (self._stale(history, origin)
+                 or self._ids.get(deployment.name) in self._pull_stale)
         self._note_staleness(deployment.name, stale, history, origin)
         local_now = origin.astimezone(zoneinfo.ZoneInfo(deployment.timezone))
         # Stale usage defers the day's commitment decision (it is not recorded as made), so

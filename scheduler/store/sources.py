@@ -127,3 +127,14 @@ def stale_deployment_ids(conn: sa.Connection, deployment_ids: Sequence[int] | No
     if deployment_ids is not None:
         query = query.where(one_of(t.c.deployment_id, deployment_ids))
     return {int(i) for i in conn.execute(query).scalars()}
+
+
+def clear_unconfigured(conn: sa.Connection, configured: Sequence[tuple[int, str]]) -> int:
+    """Clear the stale mark of every source no longer configured (by (deployment id, source
+    name)), so a removed source cannot hold its deployment forever. Returns rows changed."""
+    t = pull_source_table
+    query = sa.update(t).where(t.c.stale).values(stale=False)
+    if configured:
+        pairs = sa.tuple_(t.c.deployment_id, t.c.source)
+        query = query.where(pairs.not_in([tuple(p) for p in configured]))
+    return int(conn.execute(query).rowcount)
