@@ -275,3 +275,46 @@ requests_query = '{SPEC["requests_query"]}'
         second.send_signal(signal.SIGTERM)
         second.wait(timeout=60)
     assert stored(engine) == expected(ev)
+
+
+def test_capsched_pull_backfills_and_reports_each_source(
+    engine: sa.Engine, db_url: str, tmp_path: Path, prometheus: tuple[str, Any],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from scheduler.cli.main import main
+
+    url, ev = prometheus
+    config = tmp_path / "capsched.toml"
+    config.write_text(f"""
+[[deployment]]
+name = "bot"
+provider = "simulated"
+unit_tpm = 2500
+[deployment.pricing]
+elastic_unit_hour = 38.0
+[[deployment.source]]
+kind = "prometheus"
+name = "gateway-prom"
+url = "{url}"
+input_query = '{SPEC["input_query"]}'
+output_query = '{SPEC["output_query"]}'
+requests_query = '{SPEC["requests_query"]}'
+
+[[deployment]]
+name = "idle"
+provider = "simulated"
+unit_tpm = 2500
+[deployment.pricing]
+elastic_unit_hour = 38.0
+""")
+    args = ["--config", str(config), "--database-url", db_url]
+    end = T0 + dt.timedelta(minutes=MINUTES)
+    assert main([*args, "pull", "--since", T0.isoformat(), "--now", end.isoformat()]) == 0
+    out = capsys.readouterr().out
+    assert f"bot/gateway-prom: {len(expected(ev)):,} minutes from [" in out
+    assert stored(engine, "gateway-prom") == expected(ev)
+    assert main([*args, "pull", "--deployment", "idle"]) == 2  # no source configured
+    # A source that cannot be reached fails the command (exit 1) and says why.
+    config.write_text(config.read_text().replace(url, "http://127.0.0.1:9"))
+    assert main([*args, "pull", "--now", end.isoformat()]) == 1
+    assert "bot/gateway-prom: prometheus" in capsys.readouterr().err
