@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= examples/capsched.toml
 export CAPSCHED_CONFIG ?= $(CONFIG)
 
-.PHONY: run test check bench db-upgrade install clean
+.PHONY: run test check bench scenarios db-upgrade install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,11 @@ check: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
+
+## Issue #9's scenario suite: one backtest per traffic shape, one table row each
+## (bench/out/scenarios.md). SCENARIOS_ARGS="--quick" or "--only level-shift".
+scenarios: $(STAMP)
+	$(BIN)/python bench/scenarios/run.py $(SCENARIOS_ARGS)
 
 db-upgrade: $(STAMP)
 	$(BIN)/capsched db upgrade

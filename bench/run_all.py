@@ -19,6 +19,7 @@ BENCHES = (
     ("daemon tick: 1,000 deployments, 30 days stored", ["bench_tick.py"]),
     ("month-to-date service level: daily roll-ups vs the raw ledger",
      ["bench_service_level.py"]),
+    ("scenario suite (issue #9): one backtest per traffic shape", ["scenarios/run.py"]),
 )
 
 
