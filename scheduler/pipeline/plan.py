@@ -9,6 +9,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 import numpy as np
+import structlog
 
 import forecasting
 from scheduler.config import Deployment
@@ -26,6 +27,19 @@ PREDICT_RECENT_MINUTES = 360
 #: Commitment decisions read a week of forecast: the planner repeats it as a weekly profile
 #: over a 30-day term (a plan horizon of a few hours would read as "always at peak").
 COMMIT_FORECAST_MINUTES = 7 * 1440
+#: The recent demand whose peak bounds the capacity held (as the backtest).
+EVIDENCE_MINUTES = 7 * 1440
+
+log = structlog.get_logger()
+_alerted: dict[str, dt.date] = {}
+
+
+def _alert_once(deployment: str, now: dt.datetime, text: str) -> None:
+    """Log the service-level alert of a plan once per deployment and UTC day."""
+    if _alerted.get(deployment) == now.date():
+        return
+    _alerted[deployment] = now.date()
+    log.warning("service_level_bound_alert", deployment=deployment, detail=text)
 
 
 def planner_holdings(holdings: provider_base.Holdings) -> planner.Holdings:
@@ -72,12 +86,16 @@ def make_plan(
     held: bool = False,
     spill_to_date: planner.SpillToDate | None = None,
     headroom: HeadroomCurve | None = None,
+    zero_run: bool = False,
 ) -> PlanOutcome:
     """Plan one deployment; commitments are decided only when ``commit_forecast`` is given.
 
     ``spill_to_date`` is the service level realised so far this period (the UTC month):
     when it spilled above ``max_spill_fraction``, the plan tightens to pay the excess back.
     ``headroom`` is the deployment's calibrated curve (``pipeline.headroom_by_deployment``).
+    ``held`` (usage stale) and ``zero_run`` (a sustained run of reported zeros) defer
+    commitment decisions (:func:`scheduler.planning.planner.commitment_block`). Capacity
+    stays within a factor of the highest demand of the last ``EVIDENCE_MINUTES``.
     """
     deployment = history.deployment
     recent = history.demand[-PREDICT_RECENT_MINUTES:]
@@ -85,12 +103,20 @@ def make_plan(
     fc = planning_forecast(forecast, now, recent, past)
     price = payg_price_per_unit_minute(history, deployment)
     settings = planner.PlannerSettings(horizon_minutes=horizon_minutes)
+    evidence = history.demand[-EVIDENCE_MINUTES:]
+    seen = evidence[np.isfinite(evidence)]
     result = planner.plan(
         fc, planner_holdings(holdings), deployment, now, settings=settings,
         commit_forecast=(None if commit_forecast is None
                          else planning_forecast(commit_forecast, now, recent, past)),
         spill_to_date=spill_to_date, spill_price=price, headroom=headroom,
+        recent_peak=float(seen.max()) if seen.size else None,
+        commit_evidence=(None if commit_forecast is None else planner.CommitEvidence(
+            np.asarray(evidence, dtype=np.float64), stale=held, zero_run=zero_run)),
+        recent=recent,
     )
+    if result.bound_alert is not None:
+        _alert_once(deployment.name, now, result.bound_alert)
     expected = result.expected_demand
     unit_minute_payg = price if price is not None else planner.default_spill_price(deployment)
     dedicated = economics.dedicated_at_peak_cost(expected, deployment)

@@ -49,6 +49,7 @@ from scheduler.planning.headroom import (
 from scheduler.planning.hindsight import hindsight_optimum
 from scheduler.planning.inputs import ForecastLike, planning_forecast
 from scheduler.planning.planner import (
+    CommitEvidence,
     PlannerSettings,
     SpillToDate,
     plan,
@@ -272,7 +273,9 @@ def run_backtest(
             p = plan(fc, provider.holdings(k), dep, now, settings=cfg.planner,
                      commit_forecast=commit_fc, spill_to_date=SpillToDate(demanded, spilled),
                      spill_price=price, headroom=headroom,
-                     recent_peak=float(seen_recent.max()) if seen_recent.size else None)
+                     recent_peak=float(seen_recent.max()) if seen_recent.size else None,
+                     commit_evidence=(CommitEvidence(observed[max(0, t - evidence):t].copy())
+                                      if decide else None), recent=recent)
             n_plans += 1
             if first_cover is None and p.cover is not None:
                 first_cover = _cover_summary(p, k, origin, dep.max_spill_fraction)

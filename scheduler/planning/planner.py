@@ -137,6 +137,11 @@ class PlannerSettings:
     #: No capacity without evidence: committed + elastic stays within this factor of the
     #: highest demand observed recently (x a declared calendar day's multiplier).
     evidence_factor: float = 1.5
+    #: Demand that held at least x for the last this many minutes is a level, not noise:
+    #: the first ``persist_hold_minutes`` of the plan hold at least x (a level change
+    #: reaches capacity within the hour, before the forecast has caught up with it).
+    persist_minutes: int = 30
+    persist_hold_minutes: int = 60
 
 
 @dataclass(frozen=True)
@@ -417,6 +422,66 @@ def evidence_cap(recent_peak: float, dep: Deployment, now: dt.datetime, minutes:
     return int(min(dep.max_units, max(dep.min_units, units)))
 
 
+@dataclass(frozen=True)
+class CommitEvidence:
+    """What the commitment decision may stand on: recent observed demand, and the flags
+    the daemon raises (usage stale, a sustained run of reported zeros)."""
+
+    #: Observed demand of the last days, units per minute, NaN where missing.
+    recent: FloatArray
+    stale: bool = False
+    zero_run: bool = False
+    #: At most this fraction of the last day missing.
+    max_missing_fraction: float = 0.5
+
+
+def commitment_block(ev: CommitEvidence) -> str | None:
+    """Why no commitment may be bought now (None: the inputs are sound).
+
+    No commitment on stale, zero or missing demand: a 30-day term bought on a feed that
+    stopped, on reported zeros or on a day mostly unreported stands on no evidence.
+    """
+    if ev.stale:
+        return "usage is stale: commitment decisions deferred"
+    if ev.zero_run:
+        return "a sustained run of reported zeros: no commitment"
+    last_day = ev.recent[-1440:]
+    seen = last_day[np.isfinite(last_day)]
+    if last_day.size == 0 or seen.size < (1.0 - ev.max_missing_fraction) * 1440:
+        return "most of the last day is missing: no commitment"
+    if float(seen.sum()) <= 0.0:
+        return "the last day reported zero demand: no commitment"
+    return None
+
+
+def typical_day_level(recent: FloatArray, days: int = 7) -> float | None:
+    """Median over the last ``days`` whole days of each day's median observed demand.
+
+    A one-day outlier moves one day's median, never the median of seven: the most a
+    30-day commitment may stand on (None under three days observed).
+    """
+    n = min(days, recent.shape[0] // 1440)
+    medians = []
+    for i in range(n):
+        day = recent[recent.shape[0] - (i + 1) * 1440: recent.shape[0] - i * 1440]
+        seen = day[np.isfinite(day)]
+        if seen.size >= 720:
+            medians.append(float(np.median(seen)))
+    return float(np.median(medians)) if len(medians) >= 3 else None
+
+
+def persisted_level(recent: FloatArray | None, minutes: int) -> float:
+    """The demand level held throughout the last ``minutes`` observed (their minimum);
+    0 without enough observations (at least half of them)."""
+    if recent is None or minutes <= 0:
+        return 0.0
+    tail = np.asarray(recent[-minutes:], dtype=np.float64)
+    seen = tail[np.isfinite(tail)]
+    if seen.size * 2 < minutes:
+        return 0.0
+    return float(seen.min())
+
+
 def dep_ceiling_per_minute(dep: Deployment) -> float | None:
     """The deployment's configured cost ceiling in dollars per minute (None: default,
     dedicated capacity at the recent peak)."""
@@ -452,6 +517,8 @@ def plan(
     headroom: HeadroomCurve | None = None,
     recent_peak: float | None = None,
     ceiling_per_minute: float | None = None,
+    commit_evidence: CommitEvidence | None = None,
+    recent: FloatArray | None = None,
 ) -> Plan:
     """Plan capacity for ``[now, now + horizon)``; buy commitments if ``commit_forecast``.
 
@@ -524,14 +591,23 @@ def plan(
         need = _ceil_units(np.maximum(x, x_econ), s.round_tolerance)
         return np.clip(np.minimum(need, cap_units), dep.min_units, dep.max_units)
 
-    x_service = service(cover, target)
+    persisted = persisted_level(recent, s.persist_minutes)
+
+    def service_floor(x: FloatArray, c: Cover | None) -> FloatArray:
+        if persisted <= 0 or (c is not None and c.kind != "headroom"):
+            return x
+        x = x.copy()
+        x[:s.persist_hold_minutes] = np.maximum(x[:s.persist_hold_minutes], persisted)
+        return x
+
+    x_service = service_floor(service(cover, target), cover)
     need = required(x_service)
     if debt > 0:
         # Repaying an overrun is bounded by cost: the extra capacity over the horizon may
         # cost at most what the overrun's spill cost (debt unit-minutes at the spill price).
         tight_cover = (choose_cover(headroom, dep, tight_aim, q, ceiling_per_minute=ceiling)
                        if cover is not None and headroom is not None else None)
-        x_tight = service(tight_cover, tight_target)
+        x_tight = service_floor(service(tight_cover, tight_target), tight_cover)
         need_tight = required(x_tight)
         extra = float(np.maximum(need_tight - need, 0).sum()) * re
         allowance_dollars = debt * q
@@ -574,7 +650,10 @@ def plan(
 
     # Commitments: decided on the cover without an overrun's repayment (that is temporary).
     new_commitments: tuple[Commitment, ...] = ()
-    if commit_forecast is not None and base_cover is not None and base_cover.kind == "payg":
+    block = None if commit_evidence is None else commitment_block(commit_evidence)
+    if commit_forecast is not None and block is not None:
+        reasons.append(Reason(now, "committed", "no_commitment", None, block))
+    elif commit_forecast is not None and base_cover is not None and base_cover.kind == "payg":
         reasons.append(Reason(now, "committed", "no_commitment", None,
                               "pay-as-you-go alone is the cheapest cover: nothing committed"))
     elif commit_forecast is not None:
@@ -586,9 +665,16 @@ def plan(
             factor = 1.0 + (base_cover.headroom or 0.0)
         elif base_cover is not None:
             floor = float(base_cover.level)
+        typical = (None if commit_evidence is None
+                   else typical_day_level(commit_evidence.recent))
+        max_30d = None
+        if typical is not None:
+            max_30d = max(math.ceil(max(typical * factor, floor) - s.round_tolerance), 0)
+        elif commit_evidence is not None:
+            max_30d = 0  # under three days observed: no 30-day term on so little evidence
         new_commitments = _decide_commitments(
             commit_forecast, holdings.commitments, dep, now, s, reasons, held_elastic,
-            factor, floor=floor, max_level=cap_units)
+            factor, floor=floor, max_level=cap_units, max_level_30d=max_30d)
     commitments = holdings.commitments + new_commitments
     committed, committed_cost = committed_profile(commitments, now, horizon, dep.pricing)
     payg_cheaper = economic_q < 0.5
@@ -697,6 +783,7 @@ def _decide_commitments(
     fc: DemandForecast, existing: tuple[Commitment, ...], dep: Deployment, now: dt.datetime,
     s: PlannerSettings, reasons: list[Reason], held_elastic: int = 0,
     factor: float = 1.0, *, floor: float = 0.0, max_level: int | None = None,
+    max_level_30d: int | None = None,
 ) -> tuple[Commitment, ...]:
     """Buy 30-day, then 7-day units that the median forecast needs often enough.
 
@@ -716,6 +803,9 @@ def _decide_commitments(
         reps = math.ceil(minutes / basis.shape[0])
         basis = np.tile(basis, reps)[:minutes]
         top_units = dep.max_units if max_level is None else min(dep.max_units, max_level)
+        if term == 30 and max_level_30d is not None:
+            # A 30-day level never above a typical recent day's (a one-day outlier).
+            top_units = min(top_units, max_level_30d)
         need = np.minimum(_ceil_units(basis, s.round_tolerance), top_units)
         committed, _ = committed_profile(existing + tuple(bought), now, minutes, dep.pricing)
         gap = need - committed
