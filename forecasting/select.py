@@ -1,0 +1,431 @@
+"""Per-series model choice by rolling-origin validation, with calibrated quantiles.
+
+:func:`select_forecast` fits every usable member of the model family
+(:mod:`forecasting.models`) at a few origins in the series' own recent history, scores
+each on the steps after its origin (MAE scaled by the in-sample daily seasonal-naive MAE:
+the M4 MASE, Hyndman & Koehler 2006), scores equal-weight combinations of the best
+members the same way (combining the best few is what the M4 leaders did: Makridakis et
+al., IJF 36(1) 2020), keeps the best of all, refits its members on the whole history and
+forecasts. Quantiles are split-conformal (Vovk et al. 2005; Lei et al. 2018) on the chosen
+forecast's own validation errors, pooled over neighbouring horizons.
+
+Seasonal periods are in local time: with a ``start`` and a ``timezone`` the series is put
+on a local wall-clock grid (a spring-forward hour is missing, a fall-back hour is the mean
+of its two readings), modelled there, and the forecast read back on the UTC grid.
+
+Pure: no clock is read. A budget is a ``deadline`` on the caller's ``clock`` (any
+monotonic seconds callable); when it passes, the choice stops and the fast harmonic path
+(:func:`forecasting.forecast`) is returned with ``parameters["selection"]["degraded"]``
+set, for the caller to log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ._core import steps_for
+from ._gaps import mask_suspected_gaps
+from ._model import Forecast, _check_quantiles, forecast
+from ._time import (
+    MINUTES_PER_DAY,
+    MINUTES_PER_WEEK,
+    CalendarDay,
+    FloatArray,
+    Timeline,
+    from_epoch_minutes,
+    normalise_calendar,
+)
+from .models import (
+    FittedSeries,
+    Harmonic,
+    HoltWinters,
+    MSTLModel,
+    Sarimax,
+    SeasonalNaive,
+    SeriesModel,
+    Theta,
+    fill_missing,
+)
+
+Clock = Callable[[], float]
+
+#: Largest daily period (steps) the statsmodels members are tried at: 5-minute data.
+#: At 1-minute steps a 1,440-step season makes Holt-Winters and MSTL take minutes per
+#: series, so minute data choose between the harmonic model and seasonal naive only.
+STATSMODELS_MAX_PERIOD = 288
+#: Histories longer than this (steps) fit the harmonic model once for all validation
+#: origins and advance it with ``predict``; shorter ones refit it at each origin.
+HARMONIC_REFIT_STEPS = 20_000
+#: The statsmodels members see at most this many days (older data rarely helps a
+#: two-day forecast and costs time linearly).
+FIT_DAYS = 42.0
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What the validation chose: member names with weights, and the evidence."""
+
+    members: tuple[str, ...]
+    weights: tuple[float, ...]
+    score: float  # validation MASE of the choice
+    scores: dict[str, float]  # validation MASE of every candidate (members and combinations)
+    origins: int
+    horizon_steps: int
+    degraded: str | None = None
+
+    @property
+    def name(self) -> str:
+        if len(self.members) == 1:
+            return self.members[0]
+        return "combination(" + "+".join(self.members) + ")"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "chosen": self.name,
+            "members": list(self.members),
+            "weights": [round(w, 4) for w in self.weights],
+            "validation_mase": None if not math.isfinite(self.score) else round(self.score, 4),
+            "candidates": {k: (round(v, 4) if math.isfinite(v) else None)
+                           for k, v in sorted(self.scores.items(), key=lambda kv: kv[1])},
+            "origins": self.origins,
+            "validation_horizon_steps": self.horizon_steps,
+            "degraded": self.degraded,
+        }
+
+
+def default_family(
+    step_minutes: float, start: dt.datetime | None = None,
+    calendar: tuple[CalendarDay, ...] = (),
+) -> tuple[SeriesModel, ...]:
+    """The candidates tried by default, cheapest first (so a tight budget still has some)."""
+    models: list[SeriesModel] = [SeasonalNaive(0), SeasonalNaive(1)]
+    if steps_for(MINUTES_PER_DAY, step_minutes) <= STATSMODELS_MAX_PERIOD:
+        models += [Theta(), HoltWinters("add"), HoltWinters("mul"), MSTLModel("ets"),
+                   HoltWinters("add", damped=True), Sarimax()]
+    models.append(Harmonic(step_minutes, start, calendar))
+    return tuple(models)
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """Where each UTC step of history and forecast sits on the local wall-clock grid."""
+
+    hist_pos: npt.NDArray[np.int64]
+    fut_pos: npt.NDArray[np.int64]
+    hist_mult: FloatArray
+    fut_mult: FloatArray
+    local_start: dt.datetime | None
+    size: int  # local steps covering the history
+
+
+def _grid(n: int, horizon: int, step_minutes: float, start: dt.datetime | None,
+          timezone: str, calendar: tuple[CalendarDay, ...]) -> _Grid:
+    idx = np.arange(n + horizon, dtype=np.int64)
+    if start is None:
+        ones = np.ones(n + horizon)
+        return _Grid(idx[:n], idx[n:], ones[:n], ones[n:], None, n)
+    tl = Timeline.build(start, step_minutes, timezone, calendar)
+    local = tl.local(idx)
+    wall = local.day * MINUTES_PER_DAY + (local.phase % MINUTES_PER_DAY)
+    pos = np.rint((wall - wall[0]) / step_minutes).astype(np.int64)
+    # Only UTC-aligned steps exist in the output; a local grid step that no UTC step maps
+    # to (spring forward) is missing in the history and skipped in the forecast.
+    local_start = from_epoch_minutes(float(wall[0]))
+    size = int(pos[n - 1]) + 1 if n else 0
+    return _Grid(pos[:n], pos[n:], local.multiplier[:n], local.multiplier[n:], local_start,
+                 size)
+
+
+def _to_local(y: FloatArray, g: _Grid) -> FloatArray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        v = np.where(g.hist_mult > 0, y / g.hist_mult, np.nan)
+    ok = np.isfinite(v)
+    total = np.bincount(g.hist_pos[ok], weights=v[ok], minlength=g.size)
+    count = np.bincount(g.hist_pos[ok], minlength=g.size)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _scale(y: FloatArray, m: int) -> float:
+    """In-sample seasonal-naive MAE (the M4 MASE denominator); 1 when undefined."""
+    if y.size <= m:
+        return 1.0
+    d = np.abs(y[m:] - y[:-m])
+    d = d[np.isfinite(d)]
+    s = float(d.mean()) if d.size else 0.0
+    if s > 0:
+        return s
+    pos = np.abs(y[np.isfinite(y)])
+    return float(pos.mean()) if pos.size and pos.mean() > 0 else 1.0
+
+
+def _expired(clock: Clock | None, deadline: float | None) -> bool:
+    return clock is not None and deadline is not None and clock() >= deadline
+
+
+def _fit(model: SeriesModel, y: FloatArray, periods: tuple[int, ...]) -> FittedSeries | None:
+    try:
+        return model.fit(y, periods)
+    except (ValueError, np.linalg.LinAlgError, IndexError, ZeroDivisionError):
+        # A member that cannot fit this series is simply not a candidate.
+        return None
+
+
+def _input(model: SeriesModel, y_local: FloatArray, y_filled: FloatArray) -> FloatArray:
+    # The harmonic model skips missing steps itself; the others need them filled.
+    return y_local if isinstance(model, Harmonic) else y_filled
+
+
+def _conformal(abs_err: FloatArray, coverage: float) -> float:
+    """Split-conformal half-width: the ceil((n+1) c)-th smallest |error| (the largest one
+    when there are too few errors for that rank)."""
+    e = np.sort(abs_err[np.isfinite(abs_err)])
+    if e.size == 0:
+        return math.nan
+    k = math.ceil((e.size + 1) * coverage)
+    return float(e[min(k, e.size) - 1])
+
+
+def _quantiles(mean: FloatArray, errors: FloatArray, levels: tuple[float, ...]) -> FloatArray:
+    """Quantiles of ``mean`` from validation errors ``(origins, Hv)`` (truth - forecast).
+
+    Horizon ``h`` pools the errors at horizons within ``w`` steps of it (``w`` = Hv / 8);
+    horizons beyond Hv reuse the last window; widths are a running maximum over the
+    horizon. Level ``q`` is the centre plus the
+    conformal half-width at coverage ``|2q - 1|`` on the side of ``q``; the centre is the
+    mean shifted by the median validation error of the window (a model biased on its
+    own recent history stays honest).
+    """
+    h = mean.size
+    hv = errors.shape[1]
+    w = max(1, hv // 8)
+    out = np.empty((len(levels), h))
+    sign = np.array([1.0 if q > 0.5 else -1.0 if q < 0.5 else 0.0 for q in levels])
+    table = np.zeros((hv, len(levels)))
+    centres = np.zeros(hv)
+    for c in range(hv):
+        pool = errors[:, max(0, c - w) : c + w + 1].ravel()
+        pool = pool[np.isfinite(pool)]
+        centres[c] = float(np.median(pool)) if pool.size else 0.0
+        table[c] = np.nan_to_num([_conformal(np.abs(pool - centres[c]), abs(2 * q - 1))
+                                  for q in levels])
+    # Errors do not shrink with the horizon: a width never falls below an earlier one's
+    # (a running maximum), which evens out the noise of a few origins.
+    table = np.maximum.accumulate(table, axis=0)
+    c = np.minimum(np.arange(h), hv - 1)
+    out = mean[None, :] + (centres[c] * (sign != 0)[:, None]) + sign[:, None] * table[c].T
+    return np.sort(np.maximum(out, 0.0), axis=0)
+
+
+def select_forecast(
+    history: npt.ArrayLike,
+    *,
+    step_minutes: float,
+    horizon: int,
+    quantiles: Sequence[float] = (0.5, 0.9),
+    start: dt.datetime | None = None,
+    timezone: str = "UTC",
+    calendar: Sequence[CalendarDay] | None = None,
+    zero_gap_minutes: float = 10,
+    models: Sequence[SeriesModel] | None = None,
+    n_origins: int = 3,
+    n_calibration: int = 7,
+    max_combination: int = 3,
+    clock: Clock | None = None,
+    deadline: float | None = None,
+) -> Forecast:
+    """Choose a model (or an equal-weight combination) by rolling-origin validation and
+    forecast ``horizon`` steps after ``history``.
+
+    ``history``: ``(n,)`` on a regular grid of ``step_minutes``, NaN = missing. Returns a
+    :class:`Forecast` (non-negative mean and the requested ``quantiles``) whose ``model``
+    names the choice and whose ``parameters["selection"]`` holds the evidence
+    (:meth:`Choice.to_dict`). Validation origins are ``n_origins`` days apart, each
+    followed by ``min(horizon, 2 days)`` scored steps; the quantiles use the chosen
+    forecast's errors at ``n_calibration`` such origins (fewer if the history is short).
+    With a ``deadline`` on ``clock``, the choice uses the candidates validated before it
+    passed; if none was, the fast harmonic path is returned with ``selection.degraded = "budget"``.
+    Raises ``ValueError`` for a non-positive step, a negative horizon or a bad quantile.
+    """
+    if not step_minutes > 0:
+        raise ValueError("step_minutes must be > 0")
+    if horizon < 0:
+        raise ValueError("horizon must be >= 0")
+    qs = _check_quantiles(quantiles)
+    cal = normalise_calendar(calendar)
+    raw = np.asarray(history, dtype=np.float64).reshape(-1)
+    n = raw.size
+    zg = 0 if zero_gap_minutes <= 0 else steps_for(zero_gap_minutes, step_minutes)
+    y_utc = mask_suspected_gaps(raw, min_run=zg) if zg else raw.copy()
+    day = steps_for(MINUTES_PER_DAY, step_minutes)
+    week = steps_for(MINUTES_PER_WEEK, step_minutes)
+    periods = (day, week)
+
+    def fast(reason: str | None, choice: Choice | None = None) -> Forecast:
+        fc = forecast(raw, step_minutes=step_minutes, horizon=horizon, quantiles=qs,
+                      start=start, timezone=timezone, calendar=cal,
+                      zero_gap_minutes=zero_gap_minutes)
+        sel = (choice or Choice((fc.model,), (1.0,), math.nan, {}, 0, 0)).to_dict()
+        sel["chosen"] = fc.model
+        sel["degraded"] = reason
+        return _with_selection(fc, sel)
+
+    g = _grid(n, horizon, step_minutes, start, timezone, cal)
+    y_local = _to_local(y_utc, g) if n else y_utc
+    seen = np.flatnonzero(np.isfinite(y_local))
+    if seen.size < 2 * day:
+        return fast("history shorter than two days")
+    y_local = y_local[seen[0]:]
+    offset = int(seen[0])
+    fit_steps = steps_for(FIT_DAYS * MINUTES_PER_DAY, step_minutes)
+    y_all = fill_missing(y_local, day)
+    local_start = (None if g.local_start is None
+                   else g.local_start + dt.timedelta(minutes=offset * step_minutes))
+    family = tuple(models) if models is not None else default_family(
+        step_minutes, local_start, tuple(CalendarDay(c.date, c.like_weekday) for c in cal))
+    m_len = y_all.size
+    hv = max(1, min(horizon if horizon else day, 2 * day))
+    origins = [m_len - hv - k * day for k in range(n_origins)]
+    origins = [o for o in origins if o >= 2 * day]
+    if not origins:
+        return fast("history too short for validation")
+
+    all_origins = [m_len - hv - k * day for k in range(max(n_origins, n_calibration))]
+    first_origin = min(o for o in all_origins + origins if o >= 2 * day)
+    harmonic_fits: dict[str, Any] = {}
+
+    def at_origins(model: SeriesModel, at: Sequence[int]) -> list[FloatArray] | None:
+        """``hv``-step forecasts of ``model`` from each origin, or None if it cannot fit."""
+        out: list[FloatArray] = []
+        for o in at:
+            if isinstance(model, Harmonic) and m_len > HARMONIC_REFIT_STEPS:
+                # Long (minute) histories: fit once at the earliest origin and advance
+                # with predict, as the daemon does between refits.
+                if model.name not in harmonic_fits:
+                    harmonic_fits[model.name] = _fit(model, y_local[:first_origin], periods)
+                fitted = harmonic_fits[model.name]
+                if fitted is None:
+                    return None
+                out.append(np.asarray(fitted.model.predict(
+                    y_local[max(0, o - day) : o], origin=o, horizon=hv).mean))
+                continue
+            lo = 0 if isinstance(model, Harmonic) else max(0, o - fit_steps)
+            if not model.usable(o - lo, periods):
+                return None
+            fitted = _fit(model, _input(model, y_local, y_all)[lo:o], periods)
+            if fitted is None:
+                return None
+            out.append(np.asarray(fitted.forecast(hv), dtype=np.float64))
+        return out
+
+    # fcs[name] = forecasts at the validation origins, kept for the combinations.
+    fcs: dict[str, list[FloatArray]] = {}
+    degraded: str | None = None
+    for model in family:
+        if _expired(clock, deadline):
+            degraded = "budget"
+            break
+        runs = at_origins(model, origins)
+        if runs is not None:
+            fcs[model.name] = runs
+    if not fcs:
+        return fast(degraded or "no model could be validated")
+    truth = np.stack([y_local[o : o + hv] for o in origins])  # NaN where missing
+    scales = np.array([_scale(y_all[max(0, o - fit_steps) : o], day) for o in origins])
+
+    def score(runs: Sequence[FloatArray]) -> tuple[float, FloatArray]:
+        err = truth - np.stack(runs)
+        per = np.nanmean(np.abs(err), axis=1) / scales
+        return float(np.nanmean(per)), err
+
+    scores: dict[str, float] = {}
+    errors: dict[str, FloatArray] = {}
+    for name, runs in fcs.items():
+        scores[name], errors[name] = score(runs)
+    ranked = sorted((s, k) for k, s in scores.items() if math.isfinite(s))
+    combos: dict[str, tuple[str, ...]] = {}
+    for k in range(2, min(max_combination, len(ranked)) + 1):
+        members = tuple(name for _s, name in ranked[:k])
+        label = "combination(" + "+".join(members) + ")"
+        avg = [np.mean([fcs[m][i] for m in members], axis=0) for i in range(len(origins))]
+        scores[label], errors[label] = score(avg)
+        combos[label] = members
+    best = min((k for k in scores if math.isfinite(scores[k])), key=lambda k: scores[k],
+               default=None)
+    if best is None:
+        return fast("no finite validation score")
+    members = combos.get(best, (best,))
+    choice = Choice(members, tuple(1.0 / len(members) for _ in members), scores[best],
+                    scores, len(origins), hv, degraded)
+
+    by_name = {m.name: m for m in family}
+    # Calibrate on more origins than the choice needed: the chosen members only, so the
+    # quantiles rest on n_calibration x Hv errors instead of n_origins x Hv.
+    calib_err = [errors[best]]
+    for k in range(n_origins, n_calibration):
+        o = m_len - hv - k * day
+        if o < 2 * day or _expired(clock, deadline):
+            break
+        member_runs = [at_origins(by_name[name], [o]) for name in members]
+        if any(r is None for r in member_runs):
+            break
+        mean_o = np.mean([r[0] for r in member_runs if r is not None], axis=0)
+        calib_err.append((y_local[o : o + hv] - mean_o)[None, :])
+    cal_errors = np.concatenate(calib_err, axis=0)
+    # Future step j sits at local position fut_pos[j], i.e. at[j] steps after y_all.
+    at = g.fut_pos - offset - m_len
+    steps_needed = int(at.max()) + 1 if horizon else 0
+    means = []
+    for name in members:
+        model = by_name[name]
+        lo = 0 if isinstance(model, Harmonic) else max(0, m_len - fit_steps)
+        fitted = _fit(model, _input(model, y_local, y_all)[lo:], periods)
+        if fitted is None:
+            return fast("the chosen model failed on the whole history", choice)
+        means.append(np.asarray(fitted.forecast(steps_needed), dtype=np.float64))
+    local_mean = np.mean(means, axis=0)
+    local_q = _quantiles(local_mean, cal_errors, qs) if local_mean.size else np.zeros(
+        (len(qs), 0))
+    mean = np.maximum(local_mean[at], 0.0) * g.fut_mult
+    quant = local_q[:, at] * g.fut_mult[None, :]
+    fc_start = (None if start is None
+                else start + dt.timedelta(minutes=n * step_minutes))
+    accuracy = _validation_accuracy(errors[best], np.stack(
+        [np.mean([fcs[m][i] for m in members], axis=0) for i in range(len(origins))]),
+        truth, scales, scores[best])
+    accuracy["calibration_origins"] = int(cal_errors.shape[0])
+    return Forecast(
+        mean=mean, quantile_levels=qs, quantiles=quant, start=fc_start,
+        step_minutes=step_minutes, model=choice.name,
+        parameters={"selection": choice.to_dict(), "timezone": timezone,
+                    "seasonal_periods_steps": list(periods), "history_steps": n},
+        accuracy=accuracy,
+    )
+
+
+def _validation_accuracy(err: FloatArray, fc: FloatArray, truth: FloatArray,
+                         scales: FloatArray, mase: float) -> dict[str, Any]:
+    denom = np.abs(truth) + np.abs(fc)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        smape = np.where(denom > 0, 200.0 * np.abs(err) / denom, 0.0)
+    return {
+        "method": "rolling-origin validation of the chosen model",
+        "validation_mase": None if not math.isfinite(mase) else round(mase, 4),
+        "validation_smape": round(float(np.nanmean(smape)), 4),
+        "validation_mae": round(float(np.nanmean(np.abs(err))), 6),
+        "origins": int(err.shape[0]),
+    }
+
+
+def _with_selection(fc: Forecast, selection: dict[str, Any]) -> Forecast:
+    params = dict(fc.parameters)
+    params["selection"] = selection
+    return Forecast(fc.mean, fc.quantile_levels, fc.quantiles, fc.start, fc.step_minutes,
+                    fc.model, params, fc.accuracy)
