@@ -7,7 +7,8 @@ The planner optimises cost; the rails keep a bad input from becoming an outage o
   the elastic target stays where it is (neither down nor up) and no commitment is bought;
 * **commitments need evidence**: a term commitment is bought only up to the level that the
   demand actually observed recently reached often enough to pay off
-  (:func:`forecasting.evidence_level`); zero, missing and stale demand support none;
+  (:func:`scheduler.planning.evidence.commitments_with_evidence`, shared with the
+  backtest); zero, missing and stale demand support none;
 * **a maximum change per tick** bounds the damage of one wrong forecast;
 * **hard bounds**: ``min_units`` <= committed + elastic and elastic never pushes the total
   past ``max_units``;
@@ -21,14 +22,19 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import forecasting
 from scheduler.config import Deployment
-from scheduler.planning.economics import Commitment, FloatArray
+from scheduler.planning.economics import Commitment
+from scheduler.planning.evidence import EVIDENCE_WINDOWS_MINUTES, commitments_with_evidence
 
-#: Windows over which observed demand must support a commitment: the last two hours (a
-#: deployment that has just gone quiet, e.g. one now reporting zeros, or whose feed just
-#: stopped, buys nothing now), the last day and the last week.
-EVIDENCE_WINDOWS_MINUTES = (120, 1440, 10_080)
+__all__ = [
+    "EVIDENCE_WINDOWS_MINUTES",
+    "ElasticDecision",
+    "commitment_within_budget",
+    "commitments_with_evidence",
+    "committed_spend_in",
+    "elastic_target",
+    "month_bounds",
+]
 
 
 @dataclass(frozen=True)
@@ -115,46 +121,3 @@ def commitment_within_budget(
     added = committed_spend_in([new], deployment, start, end)
     return existing_spend_this_month + added <= monthly_budget
 
-
-def commitments_with_evidence(
-    new: Sequence[Commitment],
-    *,
-    committed_now: int,
-    recent_demand: FloatArray,
-    deployment: Deployment,
-    stale: bool,
-    windows_minutes: Sequence[int] = EVIDENCE_WINDOWS_MINUTES,
-) -> tuple[tuple[Commitment, ...], tuple[str, ...]]:
-    """The part of ``new`` the recent observed demand supports, and why the rest was cut.
-
-    A unit committed for ``term_days`` pays off when it is needed more than its break-even
-    share of the time (``1 - discount``: 70 % for a 30-day unit at 30 % off; the cost
-    contract in docs/economics.md). Its evidence is :func:`forecasting.evidence_level` of
-    ``recent_demand`` (model units per minute, NaN = missing, oldest first) at that share,
-    over each of ``windows_minutes`` (the last two hours, day and week by default): the
-    lowest of them caps committed + new units. Missing minutes count as no evidence, and
-    reported zeros as zero load, so a feed that went stale or a deployment that reports
-    zeros buys nothing. With ``stale`` every commitment is deferred.
-    """
-    if not new:
-        return (), ()
-    if stale:
-        return (), ("commitment deferred: usage is stale",)
-    kept: list[Commitment] = []
-    notes: list[str] = []
-    total = committed_now
-    for c in new:
-        share = 1.0 - deployment.pricing.commit_discount(c.term_days)
-        level = min(
-            forecasting.evidence_level(recent_demand[-w:], share, window=w)
-            for w in windows_minutes)
-        units = min(c.units, max(0, level - total))
-        if units < c.units:
-            notes.append(
-                f"commitment of {c.units} unit(s) for {c.term_days} days cut to {units}: "
-                f"observed demand reached {total + c.units} units in less than "
-                f"{share:.0%} of the last {max(windows_minutes) // 1440} day(s)")
-        if units > 0:
-            kept.append(Commitment(c.start, c.term_days, units))
-            total += units
-    return tuple(kept), tuple(notes)

@@ -89,6 +89,9 @@ class BacktestSettings:
     zero_gap_minutes: int = 10
     #: Zero runs this long are load, not gaps (``forecasting._gaps``; 0: never).
     zero_load_after_minutes: int = 120
+    #: As the daemon: no row in the last this many minutes means stale usage, which holds
+    #: the elastic target where it is and buys nothing (scheduler.daemon.rails).
+    staleness_minutes: int = 10
     reactive_window_minutes: int = 5
     reactive_headroom: float = 0.2
     #: Re-plan at least this often (and whenever the followed plan changes or an
@@ -233,6 +236,9 @@ def run_backtest(
         now = origin + k * MINUTE
         decide = k == 0 or (now.hour == cfg.commit_hour_utc and now.minute == 0)
         seen = demand[t - 1] if t > 0 and demand[t - 1] > 0 and not missing[t - 1] else None
+        # Stale usage (no row for staleness_minutes) holds capacity, as the daemon's rail.
+        stale = (cfg.staleness_minutes > 0 and t >= cfg.staleness_minutes
+                 and bool(missing[t - cfg.staleness_minutes:t].all()))
         if decide or last is None or last.due(now, seen, follow):
             # What is known at t: the whole-trace gap mask cannot tell whether a zero run
             # still in progress will reach the gap length, so that run is missing here
@@ -283,12 +289,15 @@ def run_backtest(
                 first_alert = (k, p.bound_alert)
             if in_gap:
                 observed[a:t] = saved
-            for c in p.new_commitments:
+            for c in (() if stale else p.new_commitments):
                 provider.buy(k, c.term_days, c.units,
                              "utilisation above break-even over the term")
                 committed[k:min(n, k + c.term_minutes)] += c.units
             last = FollowedPlan(p, dep.scale_up_lead_minutes, capped=follow.capped)
-        provider.set_target(k, last.target(now), last.reason)
+        if stale:
+            provider.set_target(k, provider.units_held(), "stale_usage_hold")
+        else:
+            provider.set_target(k, last.target(now), last.reason)
         capacity = committed[k] + provider.active_elastic_at(k)
         demanded += demand[t]
         spilled += max(0.0, demand[t] - capacity)
