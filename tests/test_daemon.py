@@ -212,12 +212,23 @@ def test_refit_applies_the_retention_setting(
     ingest_files(engine, [str(old)], deployment="bot", source="gw")
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM usage_hour")).scalar() == 72
+    march = "SELECT count(*) FROM usage_hour WHERE hour < '2026-04-01'"
     try:
+        # The deployment's latest usage is all the daemon has to fit on: kept (#10 item 5).
+        daemon.refit(dt.datetime(2026, 5, 2, tzinfo=dt.UTC))
+        with engine.connect() as conn:
+            assert conn.execute(sa.text(march)).scalar() == 72
+        # Once newer usage covers history_days (14) + the headroom week, March goes.
+        recent = tmp_path / "recent.csv"
+        recent.write_text("minute_utc,input_tokens,output_tokens,requests\n"
+                          "2026-04-29T00:00:00Z,1,1,1\n")
+        ingest_files(engine, [str(recent)], deployment="bot", source="gw",
+                     now=dt.datetime(2026, 5, 2, tzinfo=dt.UTC))
         daemon.refit(dt.datetime(2026, 5, 2, tzinfo=dt.UTC))
     finally:
         daemon.close()
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT count(*) FROM usage_hour")).scalar() == 0
+        assert conn.execute(sa.text(march)).scalar() == 0
 
 
 def test_plans_use_the_headroom_calibrated_at_refit(engine: sa.Engine, tmp_path: Path) -> None:

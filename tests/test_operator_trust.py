@@ -371,3 +371,93 @@ def test_a_minute_above_the_plausibility_ceiling_is_rejected(
     config.write_text("[ingest]\nplausibility_factor = 0\n" + CONFIG)
     assert run(capsys, "--database-url", db_url, "--config", str(config),
                "ingest", str(path), "--deployment", "m-small")[0] == 0
+
+
+# -- item 15: every log line is JSON, real action kinds, no RuntimeDirWarning --------------
+
+
+def _json_lines(text: str) -> list[dict[str, object]]:
+    lines = [line for line in text.splitlines() if line.strip()]
+    parsed = []
+    for line in lines:
+        try:
+            parsed.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise AssertionError(f"not a JSON line: {line!r}") from None
+    return parsed
+
+
+def test_library_loggers_and_warnings_are_json_lines(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import logging, warnings\n"
+        "from scheduler.observe.logs import configure_logging\n"
+        "configure_logging('info', 'json')\n"
+        "logging.getLogger('apscheduler.scheduler').warning('Execution of job \"tick\" skipped: "
+        "maximum number of running instances reached (1)')\n"
+        "logging.getLogger('alembic.runtime.migration').info('Running upgrade 0007 -> 0008')\n"
+        "logging.getLogger('apscheduler.executors').error('boom', exc_info=ValueError('x'))\n"
+        "warnings.warn('something a library warns about', UserWarning)\n"
+        "warnings.warn('XDG_RUNTIME_DIR is not set, falling back to /tmp/runtime-0')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            check=True, timeout=60)
+    lines = _json_lines(result.stderr)
+    events = [str(line["event"]) for line in lines]
+    assert any("maximum number of running instances" in e for e in events)
+    assert any("Running upgrade" in e for e in events)
+    assert any("something a library warns about" in e for e in events)
+    assert not any("XDG_RUNTIME_DIR" in e for e in events)
+    aps = next(line for line in lines if "maximum number" in str(line["event"]))
+    assert aps["level"] == "warning" and aps["logger"] == "apscheduler.scheduler"
+
+
+def test_embedded_command_prints_no_runtime_dir_warning(tmp_path: Path,
+                                                         config_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CAPSCHED_") and k != "XDG_RUNTIME_DIR"}
+    result = subprocess.run(
+        [sys.executable, "-m", "scheduler", "--config", str(config_path), "--log-format", "json",
+         "--data-dir", str(tmp_path / "pgdata"), "db", "upgrade"],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "RuntimeDirWarning" not in result.stderr and "XDG_RUNTIME_DIR" not in result.stderr
+    _json_lines(result.stderr)  # alembic's lines included
+
+
+def test_actions_total_carries_the_action_kind(engine: sa.Engine, tmp_path: Path) -> None:
+    import datetime as dt
+
+    from scheduler.daemon.providers import ProviderSet
+    from scheduler.daemon.tick import Daemon, set_provider_clocks
+    from scheduler.ingest.write import ingest_files
+    from tests.daemon_support import START, config, write_trace
+
+    cfg, _ = config(tmp_path)
+    providers = ProviderSet(cfg, engine)
+    daemon = Daemon(cfg, engine, providers, instance_id="kinds")
+    day = START + dt.timedelta(days=14)
+    now = day.replace(hour=7, minute=45)
+    set_provider_clocks(providers, cfg, lambda: now)
+    trace = write_trace(tmp_path / "usage.csv", 0, until=day + dt.timedelta(days=1))
+    ingest_files(engine, [str(trace)], deployment="bot", source="gw", now=day)
+    try:
+        for i in range(3):
+            now = day.replace(hour=7, minute=45 + i)
+            daemon.tick(now)
+        samples = [
+            s for family in daemon.metrics.registry.collect()
+            if family.name == "capsched_actions" for s in family.samples
+            if s.name == "capsched_actions_total"
+        ]
+    finally:
+        daemon.close()
+    kinds = {s.labels["kind"] for s in samples if s.value > 0}
+    assert kinds and kinds <= {"elastic_set_target", "buy_commitment"}, samples

@@ -267,7 +267,8 @@ class Daemon:
             run_ids = forecast_store.insert_forecasts(conn, [f.record for f in fits.values()])
             # Retention rides on the refit: dropping whole expired months is cheap and
             # idempotent, so doing it hourly keeps at most a month past the limit.
-            dropped = retention.prune(conn, now, self.config.database.retention_days)
+            dropped = retention.prune(conn, now, self.config.database.retention_days,
+                                      keep_days=self.config.daemon.history_days + 7)
         if dropped:
             log.info("retention", dropped=dropped)
         previous = self._models
@@ -762,7 +763,7 @@ class Daemon:
                     touched.add(outcome.deployment_id)
                     if outcome.error_class == OutOfCapacityError.__name__:
                         self._learn_grantable(provider, names.get(outcome.deployment_id), now)
-                    self.metrics.record_action(name, "action", outcome.outcome)
+                    self.metrics.record_action(name, outcome.kind or "unknown", outcome.outcome)
                     if outcome.error_class:
                         self.metrics.record_provider_error(name, outcome.error_class)
                 for alert in step.alerts:
