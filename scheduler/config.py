@@ -134,6 +134,9 @@ class Deployment:
     min_hold_minutes: int = 60
     spill: str = "payg"
     max_spill_fraction: float = 0.01
+    #: Dollars per hour above which meeting ``max_spill_fraction`` is reported, not chased
+    #: (the planner holds the cheapest cover instead); 0 = dedicated at the recent peak.
+    cost_ceiling_per_hour: float = 0.0
     timezone: str = "UTC"
     #: "live" sends actions to the provider; "shadow" journals them and logs the exact SDK
     #: call the adapter would make, sending nothing (scheduler/providers/shadow.py).
@@ -553,6 +556,8 @@ def _validate_deployment(d: Deployment, label: str) -> None:
         raise bad("spill", f"must be 'payg' or 'throttle', got {d.spill!r}")
     if not 0 <= d.max_spill_fraction <= 1:
         raise bad("max_spill_fraction", "must be between 0 and 1")
+    if d.cost_ceiling_per_hour < 0:
+        raise bad("cost_ceiling_per_hour", "must be >= 0 (0: dedicated at the recent peak)")
     if d.mode not in ("live", "shadow"):
         raise bad("mode", f"must be 'live' or 'shadow', got {d.mode!r}")
     for key in ("max_hourly_spend", "max_commitment_spend"):

@@ -120,6 +120,12 @@ def test_a_bound_above_the_ceiling_is_reported_not_chased() -> None:
     assert p.bound_alert is not None and "not met at a sane price" in p.bound_alert
     assert f"${level * R30 * 1440 + spill[level] * demand.mean() * 0.0025 * 1440:,.2f}/day" \
         in p.bound_alert
+    # The same ceiling configured on the deployment ($/hour).
+    configured = deployment(cost_ceiling_per_hour=ceiling * 60)
+    q = plan(fc, Holdings(), configured, T0, settings=PlannerSettings(horizon_minutes=120),
+             spill_price=0.0025, headroom=curve)
+    assert q.cover is not None and q.cover.ceiling_per_minute == ceiling
+    assert q.bound_alert == p.bound_alert
 
 
 def test_covered_plan_expects_the_replayed_spill() -> None:
@@ -192,13 +198,14 @@ def test_a_one_day_outlier_does_not_move_a_30_day_commitment() -> None:
     day = np.full(1440, 10.0)
     recent = np.concatenate([day] * 6 + [day * 3])  # six normal days, then a 3x day
     assert typical_day_level(recent) == 10.0
+    assert typical_day_level(recent, 3, 0.88, 2) == 10.0
     # The forecast right after the outlier follows it (30 units all week).
     fc = flat_forecast(7 * 1440, 30.0, 33.0, 36.0)
     s = PlannerSettings(horizon_minutes=60)
     p = plan(fc, Holdings(), deployment(), T0, settings=s, commit_forecast=fc,
              commit_evidence=CommitEvidence(recent), recent_peak=30.0)
     by_term = {c.term_days: c.units for c in p.new_commitments}
-    assert by_term[30] == 10
+    assert by_term == {30: 10}  # and no 7-day top-up on the outlier either
     without = plan(fc, Holdings(), deployment(), T0, settings=s, commit_forecast=fc,
                    recent_peak=30.0)
     assert {c.term_days: c.units for c in without.new_commitments}[30] == 30

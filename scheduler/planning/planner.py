@@ -454,20 +454,23 @@ def commitment_block(ev: CommitEvidence) -> str | None:
     return None
 
 
-def typical_day_level(recent: FloatArray, days: int = 7) -> float | None:
-    """Median over the last ``days`` whole days of each day's median observed demand.
+def typical_day_level(recent: FloatArray, days: int = 7, share: float = 0.5,
+                      min_days: int = 3) -> float | None:
+    """Median over the last ``days`` whole days of the level each day's observed demand
+    exceeded for ``share`` of its minutes (its ``1 - share`` quantile).
 
-    A one-day outlier moves one day's median, never the median of seven: the most a
-    30-day commitment may stand on (None under three days observed).
+    A one-day outlier moves one day's level, never the median of seven: the most a
+    30-day commitment may stand on (None under ``min_days`` observed). A 7-day term
+    reads the last three days, so a lasting level change is committed after two days.
     """
     n = min(days, recent.shape[0] // 1440)
-    medians = []
+    levels = []
     for i in range(n):
         day = recent[recent.shape[0] - (i + 1) * 1440: recent.shape[0] - i * 1440]
         seen = day[np.isfinite(day)]
         if seen.size >= 720:
-            medians.append(float(np.median(seen)))
-    return float(np.median(medians)) if len(medians) >= 3 else None
+            levels.append(float(np.quantile(seen, 1.0 - share)))
+    return float(np.median(levels)) if len(levels) >= min_days else None
 
 
 def persisted_level(recent: FloatArray | None, minutes: int) -> float:
@@ -485,7 +488,7 @@ def persisted_level(recent: FloatArray | None, minutes: int) -> float:
 def dep_ceiling_per_minute(dep: Deployment) -> float | None:
     """The deployment's configured cost ceiling in dollars per minute (None: default,
     dedicated capacity at the recent peak)."""
-    per_hour = float(getattr(dep, "cost_ceiling_per_hour", 0.0) or 0.0)
+    per_hour = dep.cost_ceiling_per_hour
     return per_hour / 60.0 if per_hour > 0 else None
 
 
@@ -665,16 +668,20 @@ def plan(
             factor = 1.0 + (base_cover.headroom or 0.0)
         elif base_cover is not None:
             floor = float(base_cover.level)
-        typical = (None if commit_evidence is None
-                   else typical_day_level(commit_evidence.recent))
-        max_30d = None
-        if typical is not None:
-            max_30d = max(math.ceil(max(typical * factor, floor) - s.round_tolerance), 0)
-        elif commit_evidence is not None:
-            max_30d = 0  # under three days observed: no 30-day term on so little evidence
+        # What the observed days support: the level they needed for more than a term's
+        # break-even share of their minutes (x the cover's factor, or its level).
+        max_by_term: dict[int, int] = {}
+        if commit_evidence is not None:
+            for term, days, min_days in ((30, 7, 3), (7, 3, 2)):
+                share = 1.0 - dep.pricing.commit_discount(term) + s.commit_margin
+                typical = typical_day_level(commit_evidence.recent, days, min(share, 1.0),
+                                            min_days)
+                # Under three days observed: no 30-day term on so little evidence.
+                max_by_term[term] = (0 if typical is None else max(
+                    math.ceil(max(typical * factor, floor) - s.round_tolerance), 0))
         new_commitments = _decide_commitments(
             commit_forecast, holdings.commitments, dep, now, s, reasons, held_elastic,
-            factor, floor=floor, max_level=cap_units, max_level_30d=max_30d)
+            factor, floor=floor, max_level=cap_units, max_by_term=max_by_term)
     commitments = holdings.commitments + new_commitments
     committed, committed_cost = committed_profile(commitments, now, horizon, dep.pricing)
     payg_cheaper = economic_q < 0.5
@@ -783,7 +790,7 @@ def _decide_commitments(
     fc: DemandForecast, existing: tuple[Commitment, ...], dep: Deployment, now: dt.datetime,
     s: PlannerSettings, reasons: list[Reason], held_elastic: int = 0,
     factor: float = 1.0, *, floor: float = 0.0, max_level: int | None = None,
-    max_level_30d: int | None = None,
+    max_by_term: dict[int, int] | None = None,
 ) -> tuple[Commitment, ...]:
     """Buy 30-day, then 7-day units that the median forecast needs often enough.
 
@@ -803,9 +810,9 @@ def _decide_commitments(
         reps = math.ceil(minutes / basis.shape[0])
         basis = np.tile(basis, reps)[:minutes]
         top_units = dep.max_units if max_level is None else min(dep.max_units, max_level)
-        if term == 30 and max_level_30d is not None:
-            # A 30-day level never above a typical recent day's (a one-day outlier).
-            top_units = min(top_units, max_level_30d)
+        if max_by_term and term in max_by_term:
+            # Never above what the observed days support (a one-day outlier, a band).
+            top_units = min(top_units, max_by_term[term])
         need = np.minimum(_ceil_units(basis, s.round_tolerance), top_units)
         committed, _ = committed_profile(existing + tuple(bought), now, minutes, dep.pricing)
         gap = need - committed
