@@ -321,3 +321,41 @@ def test_resolve_secret_does_not_fall_through_a_broken_file(tmp_path: Path) -> N
     empty.write_text("  \n")
     with pytest.raises(SecretError, match="is empty"):
         resolve_secret("v", str(empty), "ingest-token", "CAPSCHED_DAEMON_INGEST_TOKEN", env)
+
+
+@pytest.mark.parametrize("name", ["capsched.service", "capsched-plan.service"])
+def test_proc_users_and_ip_hardening(name: str) -> None:
+    # #10 item 17: ProtectProc and PrivateUsers fit; the IP allow-list cannot be fixed
+    # here and the unit says why, with the drop-in to write.
+    text = (SYSTEMD / name).read_text(encoding="utf-8")
+    unit = parse_unit(SYSTEMD / name)
+    assert one(unit, "Service", "ProtectProc") == "invisible"
+    assert truthy(one(unit, "Service", "PrivateUsers"))
+    assert "IPAddressDeny" not in unit["Service"]
+    assert re.search(r"^# IPAddressDeny=/IPAddressAllow= are not set: ", text, re.M)
+    assert re.search(r"^#   IPAddressDeny=any$", text, re.M)
+
+
+def test_crontab_reports_an_unreadable_env_file(tmp_path: Path) -> None:
+    # #10 item 3: with the env file present but unreadable to the job, cron must mail an
+    # error, not run without the secrets. Root reads every file, so the test swaps the
+    # readability test for one that fails, as it would for the capsched user.
+    import subprocess
+
+    (line,) = [
+        line for line in (SYSTEMD / "crontab.example").read_text().splitlines()
+        if line.startswith("*/15")
+    ]
+    command = line.split(None, 5)[5]
+    env_file = tmp_path / "capsched.env"
+    env_file.write_text("CAPSCHED_X=1\n")
+    script = (command.replace("/etc/capsched/capsched.env", str(env_file))
+              .replace("[ ! -r $F ]", "[ ! -r /nonexistent ]"))
+    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=False)
+    assert result.returncode == 1
+    assert f"capsched: cannot read {env_file}: make it root:capsched, mode 0640" in result.stderr
+    # The ownership advice is the same in the unit, the crontab and install.md.
+    install = (SYSTEMD.parent / "docs" / "install.md").read_text()
+    assert "root:capsched" in install and "0640" in install
+    assert "root:root" not in install.split("## 4. Secrets")[1].split("## 5.")[0]
+    assert "root:capsched, mode 0640" in (SYSTEMD / "capsched.service").read_text()
