@@ -389,3 +389,16 @@ def test_providers_check_says_what_is_missing(
             "modelId": MODEL}}, {"modelIdentifier": MODEL})
         code, out = _check(tmp_path, capsys, "--deployment", "chat")
         assert code == 0 and out.startswith("ok   chat") and f"model {MODEL} exists" in out
+
+
+def test_out_of_capacity_midway_takes_what_was_granted(bedrock: Any) -> None:
+    provider, stubber = bedrock
+    key = "cs-chat-elastic-0009"
+    stub_list(stubber, [])
+    stubber.add_response("create_provisioned_model_throughput",
+                         {"provisionedModelArn": arn(1)}, create_params(key, "0", 1))
+    stubber.add_client_error("create_provisioned_model_throughput",
+                             service_error_code="ValidationException", http_status_code=400,
+                             service_message="Insufficient capacity for model units")
+    receipt = provider.set_elastic_target("chat", 3, idempotency_key=key)
+    assert receipt.accepted_units == 1 and receipt.clamp_reason == "out_of_capacity"

@@ -511,6 +511,8 @@ class BedrockProvider(Provider):
                 provider=self.name, operation=OP_SET_ELASTIC_TARGET, deployment=deployment)
         change = self.plan_elastic(deployment, tranches, target_units, idempotency_key=key,
                                    now=now)
+        granted: list[str] = []
+        accepted, clamp = change.accepted, change.clamp_reason
         for call in change.calls:
             try:
                 answer = self._call(OP_SET_ELASTIC_TARGET, deployment, call)
@@ -519,16 +521,30 @@ class BedrockProvider(Provider):
                         and error.code == "ResourceNotFoundException"):
                     continue  # already gone: the release is done
                 raise
+            except (OutOfCapacityError, QuotaExceededError) as error:
+                if not granted:
+                    raise
+                # Take what was granted: the receipt says how far the scale-up got, and
+                # the daemon asks for the rest again once its backoff allows.
+                accepted = current + sum(units for name, units in change.created
+                                         if name in granted)
+                clamp = "out_of_capacity"
+                log.warning("bedrock.partly_granted", provider=self.name,
+                            deployment=deployment, key=key, accepted=accepted,
+                            requested=target_units, error=str(error))
+                break
             arn = answer.get("provisionedModelArn") if isinstance(answer, Mapping) else None
             if arn:
                 self._tags[str(arn)] = {TAG_DEPLOYMENT: deployment, TAG_KEY: key}
+            if "provisionedModelName" in call.params:
+                granted.append(str(call.params["provisionedModelName"]))
             log.info("bedrock.call", provider=self.name, deployment=deployment, key=key,
                      call=call.render())
         receipt = ElasticReceipt(
             provider=self.name, deployment=deployment, idempotency_key=key,
             reference=",".join(ref for ref, _ in change.created or change.released) or key,
-            requested_units=target_units, accepted_units=change.accepted,
-            effective_at=change.effective_at, clamp_reason=change.clamp_reason,
+            requested_units=target_units, accepted_units=accepted,
+            effective_at=change.effective_at, clamp_reason=clamp,
             next_release_at=change.next_release_at)
         self._outcomes[key] = receipt
         return receipt
