@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 CONFIG ?= examples/capsched.toml
 export CAPSCHED_CONFIG ?= $(CONFIG)
 
-.PHONY: run test check bench scenarios db-upgrade install clean
+.PHONY: run run-prometheus test check bench scenarios db-upgrade install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ run: $(STAMP)
 	$(BIN)/capsched $(RUN_ARGS)
 
 RUN_ARGS ?= run --replay-from 2025-01-13T00:00Z --speed 60
+
+## A pull source end to end without a cloud account: a real Prometheus (Debian package
+## `prometheus`) serves the same trace as counters; `capsched pull` backfills a week from
+## it, then the daemon's pull job reads each replayed minute (examples/prometheus/).
+run-prometheus: $(STAMP)
+	BIN=$(BIN) examples/prometheus/run.sh
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -51,3 +51,21 @@ def test_two_sources_need_distinct_names() -> None:
         parse_config({"deployment": [{
             "name": "bot", "provider": "simulated", "unit_tpm": 1,
             "pricing": {"elastic_unit_hour": 1.0}, "source": [PROM, PROM]}]})
+
+
+def test_the_readme_source_examples_are_valid_config() -> None:
+    """Each ```toml block of README's "Pulling usage" section parses as a deployment's
+    [[deployment.source]] (commented keys aside), so the documented keys stay real."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Pulling usage", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```toml\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 3
+    kinds = []
+    for block in blocks:
+        (source,) = tomllib.loads(block)["deployment"]["source"]
+        kinds.append(source_config(source).deployments[0].source[0].kind)
+    assert kinds == ["cloudwatch", "azure_monitor", "prometheus"]

@@ -43,6 +43,7 @@ HTTP errors, ``"status": "error"`` answers, transport errors and malformed JSON 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,10 @@ from scheduler.ingest.sources.base import (
     SourceThrottled,
     combine,
 )
+
+# httpx logs every request at INFO: three lines per source per minute in the daemon's log.
+# Failures reach the log through the pull's own error line.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 #: Prometheus refuses a query_range of more than 11,000 points per series; a day is 1,441.
 MAX_MINUTES = 1440
