@@ -212,3 +212,21 @@ def test_mode_and_spend_limits_are_validated(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="key 'max_hourly_spend' must be >= 0"):
         _config(tmp_path, CONFIG.replace('provider = "simulated"',
                                          'provider = "simulated"\nmax_hourly_spend = -1'))
+
+
+@pytest.mark.parametrize(("table", "parse"), [
+    ("aws", "scheduler.providers.bedrock"), ("azure", "scheduler.providers.azure_openai")])
+def test_example_config_cloud_provider_blocks_are_accepted(repo_root: Path, table: str,
+                                                           parse: str) -> None:
+    import importlib
+
+    lines = (repo_root / "systemd/capsched.toml.example").read_text().splitlines()
+    start = lines.index(f"# [providers.{table}]")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("#"):
+            break
+        block.append(line[2:])
+    settings = tomllib.loads("\n".join(block))["providers"][table]
+    _, deployments = importlib.import_module(parse).parse_settings(table, settings)
+    assert list(deployments) == ["gpt-4o-prod"]
