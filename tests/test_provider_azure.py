@@ -38,6 +38,7 @@ from scheduler.providers.errors import (
     OutOfCapacityError,
     PermissionDeniedError,
     ProviderConfigError,
+    ProviderTimeout,
     ProviderUnavailable,
     QuotaExceededError,
 )
@@ -100,6 +101,8 @@ class AzureReplay(requests.adapters.BaseAdapter):
         self.errors: list[tuple[str, int, dict[str, Any], dict[str, str]]] = []
         self.permissions: list[dict[str, Any]] = [{"actions": ["*"], "notActions": []}]
         self.exists = True
+        #: Raised by the next request instead of answering (a timeout, a dropped connection).
+        self.raise_next: Exception | None = None
 
     def fail_next(self, method: str, status: int, code: str, message: str,
                   headers: dict[str, str] | None = None) -> None:
@@ -117,6 +120,9 @@ class AzureReplay(requests.adapters.BaseAdapter):
         path = str(request.path_url).split("?")[0]
         method = str(request.method)
         self.requests.append((method, path, body))
+        if self.raise_next is not None:
+            error, self.raise_next = self.raise_next, None
+            raise error
         for i, (m, status, payload, headers) in enumerate(self.errors):
             if m == method:
                 del self.errors[i]
@@ -328,3 +334,15 @@ def test_custom_role_grants_exactly_the_calls_the_adapter_makes(repo_root: Path)
     assert made <= set(RBAC_ACTIONS), made - set(RBAC_ACTIONS)
     role = json.loads((repo_root / "docs/iam/azure-role.json").read_text())
     assert set(role["Actions"]) == set(RBAC_ACTIONS.values())
+
+
+@pytest.mark.parametrize(("raised", "error"), [
+    (requests.exceptions.ReadTimeout("read timed out"), ProviderTimeout),
+    (requests.exceptions.ConnectTimeout("connect timed out"), ProviderTimeout),
+    (requests.exceptions.ConnectionError("connection refused"), ProviderUnavailable),
+])
+def test_transport_failures_are_mapped(azure: AzureOpenAIProvider, replay: AzureReplay,
+                                       raised: Exception, error: type[Exception]) -> None:
+    replay.raise_next = raised
+    with pytest.raises(error):
+        azure.holdings("chat")

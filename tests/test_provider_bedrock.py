@@ -33,6 +33,7 @@ from scheduler.providers.errors import (
     OutOfCapacityError,
     PermissionDeniedError,
     ProviderConfigError,
+    ProviderTimeout,
     ProviderUnavailable,
     QuotaExceededError,
 )
@@ -402,3 +403,23 @@ def test_out_of_capacity_midway_takes_what_was_granted(bedrock: Any) -> None:
                              service_message="Insufficient capacity for model units")
     receipt = provider.set_elastic_target("chat", 3, idempotency_key=key)
     assert receipt.accepted_units == 1 and receipt.clamp_reason == "out_of_capacity"
+
+
+def test_transport_failures_are_mapped(bedrock: Any) -> None:
+    """Timeouts and dropped connections never reach the Stubber: botocore raises them from
+    its HTTP layer, so they are given to the edge as botocore raises them."""
+    from botocore import exceptions as bx
+
+    provider, _ = bedrock
+    cases = [
+        (bx.ReadTimeoutError(endpoint_url="https://bedrock"), ProviderTimeout),
+        (bx.ConnectTimeoutError(endpoint_url="https://bedrock"), ProviderTimeout),
+        (bx.EndpointConnectionError(endpoint_url="https://bedrock"), ProviderUnavailable),
+        (bx.ClientError({"Error": {"Code": "ExpiredTokenException", "Message": "expired"},
+                         "ResponseMetadata": {"HTTPStatusCode": 400}}, "ListTagsForResource"),
+         AuthenticationError),
+    ]
+    for raised, expected in cases:
+        error = provider._translate(raised, "holdings", "chat", "list_tags_for_resource")
+        assert type(error) is expected, (raised, error)
+        assert error.deployment == "chat"
