@@ -144,13 +144,22 @@ def cached_best_reactive(built: Built, *, quick: bool) -> tuple[float, float, st
 
     digest = hashlib.sha256(built.usage.read_bytes() + built.config.read_bytes()).hexdigest()
     key = f"{built.scenario.name}|{built.start}|{built.end}|{quick}|{digest[:16]}"
-    cache: dict[str, Any] = (json.loads(CACHE.read_text(encoding="utf-8"))
-                             if CACHE.exists() else {})
+    def load() -> dict[str, Any]:
+        try:
+            found: dict[str, Any] = json.loads(CACHE.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return found
+
+    cache = load()
     if key not in cache:
         total, frac, label = best_reactive(built, quick=quick)
+        cache = load()  # another run (before/now side by side) may have added rows
         cache[key] = [total if math.isfinite(total) else None, frac, label]
         CACHE.parent.mkdir(parents=True, exist_ok=True)
-        CACHE.write_text(json.dumps(cache, indent=1) + "\n", encoding="utf-8")
+        scratch = CACHE.with_suffix(f".{os.getpid()}.tmp")
+        scratch.write_text(json.dumps(cache, indent=1) + "\n", encoding="utf-8")
+        os.replace(scratch, CACHE)  # atomic: a reader never sees half a file
     total, frac, label = cache[key]
     return (math.inf if total is None else float(total)), float(frac), str(label)
 
@@ -247,12 +256,13 @@ def main(argv: list[str] | None = None) -> int:
                 }
             rows.append(r)
             print(" | ".join(r) + f"   ({time.perf_counter() - started:.0f} s)", flush=True)
-    header = (f"Scenario suite ({'quick' if args.quick else 'full'} windows), "
-              f"capsched tree: {args.tree or 'this checkout'}; "
-              f"`python bench/scenarios/run.py{' --quick' if args.quick else ''}`\n\n")
-    md.write_text(header + markdown(rows), encoding="utf-8")
-    md.with_suffix(".json").write_text(json.dumps(details, indent=1, default=str) + "\n",
-                                       encoding="utf-8")
+            # Written after every row: a long run stopped half-way keeps what it measured.
+            header = (f"Scenario suite ({'quick' if args.quick else 'full'} windows), "
+                      f"capsched tree: {args.tree or 'this checkout'}; "
+                      f"`python bench/scenarios/run.py{' --quick' if args.quick else ''}`\n\n")
+            md.write_text(header + markdown(rows), encoding="utf-8")
+            md.with_suffix(".json").write_text(
+                json.dumps(details, indent=1, default=str) + "\n", encoding="utf-8")
     print(f"wrote {md}")
     return 1 if failed else 0
 
