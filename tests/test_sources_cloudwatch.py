@@ -165,3 +165,25 @@ def test_failures_are_counted_until_a_pull_succeeds(engine: sa.Engine, setup: An
         assert source_store.stale_deployment_ids(conn) == set()
     assert state is not None and state.failures == 0 and state.high_water == T0
     assert stored(engine) == {T0 - dt.timedelta(minutes=1): (5, 5, 5)}
+
+
+def test_pulled_minutes_add_up_with_a_file_of_another_source(
+    engine: sa.Engine, setup: Any, tmp_path: Any
+) -> None:
+    from scheduler.ingest.write import ingest_files
+
+    deployment, spec, source, stub = setup
+    stub.add_response("get_metric_data", {"MetricDataResults": [
+        result(name, {0: 100.0, 1: 200.0}) for name in METRICS]})
+    with stub:
+        pull(engine, deployment, spec, now=T0 + dt.timedelta(minutes=2), since=T0, source=source)
+    path = tmp_path / "gw.csv"
+    path.write_text("minute_utc,input_tokens,output_tokens,requests\n"
+                    f"{T0:%Y-%m-%dT%H:%MZ},1,2,3\n")
+    ingest_files(engine, [str(path)], deployment="bot", source="gateway")
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT minute, input_tokens, output_tokens, requests FROM usage_minute "
+            "ORDER BY minute")).all()
+    assert [tuple(r) for r in rows] == [(T0, 101, 102, 103),
+                                         (T0 + dt.timedelta(minutes=1), 200, 200, 200)]
