@@ -226,6 +226,22 @@ class LogSettings:
 
 
 @dataclass(frozen=True)
+class PushTokenScope:
+    """One push token (``[[push_token]]``) and what it may write (#10 item 16).
+
+    The secret itself never lives in the config: it is read from the systemd credential
+    ``push-token-<name>``, else ``token_file``, else ``CAPSCHED_PUSH_TOKEN_<NAME>``.
+    """
+
+    name: str
+    #: Deployments the token may write usage for; ``"*"`` = every deployment.
+    deployments: tuple[str, ...]
+    #: Sources (``?source=``) it may report as; empty = any.
+    sources: tuple[str, ...] = ()
+    token_file: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     path: Path | None
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
@@ -235,6 +251,8 @@ class Config:
     #: Settings per provider name, passed to the adapter as they are.
     providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     deployments: tuple[Deployment, ...] = ()
+    #: Scoped push tokens ([[push_token]]), besides the all-deployments [daemon] ingest token.
+    push_tokens: tuple[PushTokenScope, ...] = ()
 
     @functools.cached_property
     def _deployments_by_name(self) -> dict[str, Deployment]:
@@ -297,7 +315,7 @@ def parse_config(
 ) -> Config:
     where = str(path) if path is not None else "<config>"
     raw = _apply_env(raw, env or {})
-    unknown = set(raw) - set(SECTIONS) - {"deployment", "providers"}
+    unknown = set(raw) - set(SECTIONS) - {"deployment", "providers", "push_token"}
     if unknown:
         raise ConfigError(f"{where}: unknown section {sorted(unknown)[0]!r}")
     sections: dict[str, Any] = {}
@@ -317,7 +335,48 @@ def parse_config(
         if names.count(name) > 1:
             raise ConfigError(f"{where}: deployment {name!r} is declared twice")
     _validate_sections(sections, where)
-    return Config(path=path, providers=providers, deployments=deployments, **sections)
+    push_tokens = _parse_push_tokens(raw.get("push_token", []), where, set(names))
+    return Config(path=path, providers=providers, deployments=deployments,
+                  push_tokens=push_tokens, **sections)
+
+
+def _parse_push_tokens(
+    items: Any, where: str, deployments: set[str]
+) -> tuple[PushTokenScope, ...]:
+    if not isinstance(items, list):
+        raise ConfigError(f"{where}: 'push_token' must be an array of tables ([[push_token]])")
+    scopes = []
+    for index, item in enumerate(items):
+        label = f"{where}: [[push_token]] #{index + 1}"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{label} must be a table")
+        unknown = sorted(set(item) - {"name", "deployments", "sources", "token_file"})
+        if unknown:
+            raise ConfigError(f"{label}: unknown key {unknown[0]!r} "
+                              "(known: deployments, name, sources, token_file)")
+        name = item.get("name")
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise ConfigError(f"{label}: key 'name' must be letters, digits, '.', '_', '-'")
+        label = f"{where}: push_token {name!r}"
+        lists = {}
+        for key in ("deployments", "sources"):
+            value = item.get(key, [])
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise ConfigError(f"{label}: key {key!r} must be a list of names")
+            lists[key] = tuple(value)
+        if not lists["deployments"]:
+            raise ConfigError(f"{label}: key 'deployments' must name at least one deployment "
+                              "(or \"*\" for all)")
+        for deployment in lists["deployments"]:
+            if deployment != "*" and deployment not in deployments:
+                raise ConfigError(f"{label}: key 'deployments': no deployment {deployment!r}")
+        token_file = item.get("token_file", "")
+        if not isinstance(token_file, str):
+            raise ConfigError(f"{label}: key 'token_file' must be a path")
+        scopes.append(PushTokenScope(name, lists["deployments"], lists["sources"], token_file))
+    if len({s.name for s in scopes}) != len(scopes):
+        raise ConfigError(f"{where}: two [[push_token]] tables share a name")
+    return tuple(scopes)
 
 
 def _env_name(name: str) -> str:

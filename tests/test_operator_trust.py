@@ -461,3 +461,56 @@ def test_actions_total_carries_the_action_kind(engine: sa.Engine, tmp_path: Path
         daemon.close()
     kinds = {s.labels["kind"] for s in samples if s.value > 0}
     assert kinds and kinds <= {"elastic_set_target", "buy_commitment"}, samples
+
+
+# -- item 16: push tokens scoped to deployments and sources --------------------------------
+
+
+def test_push_tokens_are_scoped_to_deployments_and_sources(engine: sa.Engine) -> None:
+    import http.client
+
+    from scheduler.config import ConfigError, parse_config
+    from scheduler.ingest.push import PushServer, scoped_tokens
+    from scheduler.store import deployments as deployment_store
+
+    def deployment(name: str) -> dict[str, object]:
+        return {"name": name, "provider": "simulated", "unit_tpm": 2500,
+                "pricing": {"elastic_unit_hour": 38.0}}
+
+    raw = {"deployment": [deployment("m-small"), deployment("other")],
+           "push_token": [{"name": "gw-eu", "deployments": ["m-small"], "sources": ["gw-eu"]},
+                          {"name": "all", "deployments": ["*"]}]}
+    config = parse_config(raw)
+    with engine.begin() as conn:
+        deployment_store.sync_deployments(conn, config.deployments)
+    # Secrets come from the environment (or credentials / token_file), never the config.
+    tokens = scoped_tokens(config, env={"CAPSCHED_PUSH_TOKEN_GW_EU": "eu-secret",
+                                        "CAPSCHED_PUSH_TOKEN_ALL": "all-secret"})
+    body = (HEADER + "2026-03-02T00:00:00Z,1,1,1\n").encode()
+    with_column = ("deployment," + HEADER + "other,2026-03-02T00:00:00Z,1,1,1\n").encode()
+
+    def push(token: str, query: str, payload: bytes = body) -> tuple[int, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        conn.request("POST", f"/v1/usage?{query}", body=payload,
+                     headers={"Authorization": f"Bearer {token}", "Content-Type": "text/csv"})
+        response = conn.getresponse()
+        text = response.read().decode()
+        conn.close()
+        return response.status, text
+
+    with PushServer(engine, "", address="127.0.0.1:0", scoped=tokens) as server:
+        assert push("eu-secret", "deployment=other&source=gw-eu")[0] == 403
+        assert push("eu-secret", "deployment=m-small&source=gw-us")[0] == 403
+        status, text = push("eu-secret", "source=gw-eu", with_column)
+        assert status == 403 and "may not write deployment 'other'" in text
+        assert _usage_rows(engine) == (0, 0)
+        assert push("nope", "deployment=m-small&source=gw-eu")[0] == 401
+        assert push("eu-secret", "deployment=m-small&source=gw-eu")[0] == 200
+        assert push("all-secret", "deployment=other&source=anything")[0] == 200
+    assert _usage_rows(engine) == (2, 2)
+
+    bad = dict(raw, push_token=[{"name": "x", "deployments": ["nope"]}])
+    with pytest.raises(ConfigError, match="push_token 'x': key 'deployments': no deployment"):
+        parse_config(bad)
+    with pytest.raises(ConfigError, match="unknown key 'token'"):
+        parse_config(dict(raw, push_token=[{"name": "x", "deployments": ["*"], "token": "s"}]))

@@ -21,7 +21,7 @@ from scheduler.config import Config, ConfigError, load_config
 from scheduler.credentials import SecretError, resolve_secret
 from scheduler.daemon.providers import ProviderSet
 from scheduler.daemon.tick import Daemon, set_provider_clocks
-from scheduler.ingest.push import PushServer
+from scheduler.ingest.push import PushConfigError, PushServer, scoped_tokens
 from scheduler.observe import sdnotify
 from scheduler.observe.logs import configure_logging
 from scheduler.observe.metrics import start_metrics_server
@@ -168,14 +168,17 @@ def _run_forever(daemon: Daemon, ctx: cli.Context) -> int:
     if config.daemon.ingest_address:
         try:
             token = _ingest_token(config)
-        except SecretError as exc:
+            scoped = scoped_tokens(config)
+        except (SecretError, PushConfigError) as exc:
             raise cli.CommandError(str(exc), cli.EXIT_USAGE) from exc
-        if not token:
+        if not token and not scoped:
             raise cli.CommandError("[daemon] ingest_address is set but no ingest token is "
                                    "configured (ingest_token_file, the ingest-token credential "
-                                   "or CAPSCHED_DAEMON_INGEST_TOKEN)", cli.EXIT_USAGE)
-        push = PushServer(daemon.engine, token, address=config.daemon.ingest_address,
-                          default_source=config.ingest.default_source)
+                                   "or CAPSCHED_DAEMON_INGEST_TOKEN, or [[push_token]])",
+                                   cli.EXIT_USAGE)
+        push = PushServer(daemon.engine, token or "", address=config.daemon.ingest_address,
+                          default_source=config.ingest.default_source, scoped=scoped,
+                          limits=config.ingest)
         push.start()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

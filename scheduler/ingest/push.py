@@ -13,7 +13,8 @@ to ``[ingest] default_source``.
 Answers (JSON bodies, ``{"error": ...}`` on failure):
 
 * 200 ``{"rows", "batch_id", "first_minute", "last_minute", "deployments"}``
-* 400 bad query string; 401 missing or wrong bearer token; 404/405 other paths or methods
+* 400 bad query string; 401 missing or wrong bearer token; 403 the token's scope does
+  not cover the deployment or source; 404/405 other paths or methods
 * 411 no ``Content-Length`` (chunked bodies are not accepted: the size limit is enforced
   before reading)
 * 413 body above ``max_body_bytes`` on the wire or ``max_decoded_bytes`` once gunzipped
@@ -27,18 +28,22 @@ does not touch the database).
 
 Authentication: a bearer token is always required, even on loopback (any local user could
 otherwise write usage that drives capacity, i.e. spending). :class:`PushServer` refuses to
-be created without one. The token is compared in constant time.
+be created without one. Tokens are compared in constant time. The ``[daemon] ingest_token``
+may write every deployment; each ``[[push_token]]`` only the deployments (and sources) its
+scope lists: a push naming another one, in the query or in a ``deployment`` column, gets 403
+and writes nothing (#10 item 16). Scopes live in the config, secrets in credentials.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import re
 import socket
 import threading
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,7 +54,8 @@ import psycopg
 import sqlalchemy as sa
 import structlog
 
-from scheduler.config import IngestSettings
+from scheduler.config import Config, IngestSettings
+from scheduler.credentials import resolve_secret
 from scheduler.ingest.files import UsageFileError, parse_usage_bytes
 from scheduler.ingest.write import IngestError, ingest_parsed
 from scheduler.observe.metrics import is_loopback, parse_address
@@ -141,6 +147,50 @@ def _gunzip(body: bytes, limit: int) -> bytes:
     return bytes(out)
 
 
+@dataclass(frozen=True)
+class PushToken:
+    """A bearer token and what it may write; ``None`` = no restriction."""
+
+    name: str
+    secret: bytes
+    deployments: frozenset[str] | None = None
+    sources: frozenset[str] | None = None
+
+    def refusal(self, deployments: Sequence[str], source: str) -> str | None:
+        """Why this token may not write ``deployments`` as ``source`` (None: it may)."""
+        if self.sources is not None and source not in self.sources:
+            return f"token {self.name!r} may not report as source {source!r}"
+        if self.deployments is not None:
+            outside = sorted(set(deployments) - self.deployments)
+            if outside:
+                return f"token {self.name!r} may not write deployment {outside[0]!r}"
+        return None
+
+
+class PushScopeError(PermissionError):
+    """The token's scope does not cover what the push writes (HTTP 403)."""
+
+
+def scoped_tokens(config: Config, env: Mapping[str, str] | None = None) -> list[PushToken]:
+    """The ``[[push_token]]`` tokens with their secrets: the credential
+    ``push-token-<name>``, else ``token_file``, else ``CAPSCHED_PUSH_TOKEN_<NAME>``.
+    Raises :class:`PushConfigError` naming where to put a missing secret."""
+    tokens = []
+    for scope in config.push_tokens:
+        variable = "CAPSCHED_PUSH_TOKEN_" + re.sub(r"[^A-Z0-9]", "_", scope.name.upper())
+        secret = resolve_secret("", scope.token_file, f"push-token-{scope.name}", variable, env)
+        if not secret:
+            raise PushConfigError(
+                f"push_token {scope.name!r}: no secret (systemd credential "
+                f"'push-token-{scope.name}', token_file, or {variable})")
+        tokens.append(PushToken(
+            scope.name, secret.encode("utf-8"),
+            None if "*" in scope.deployments else frozenset(scope.deployments),
+            frozenset(scope.sources) if scope.sources else None,
+        ))
+    return tokens
+
+
 class PushServer:
     """The push endpoint on its own daemon thread. ``start()`` binds, ``stop()`` frees it.
 
@@ -160,8 +210,9 @@ class PushServer:
         max_decoded_bytes: int = MAX_DECODED_BYTES,
         max_concurrent: int = MAX_CONCURRENT,
         limits: IngestSettings | None = None,
+        scoped: Sequence[PushToken] = (),
     ) -> None:
-        if not token or not token.strip():
+        if (not token or not token.strip()) and not scoped:
             raise PushConfigError(
                 "[daemon] ingest_address is set but no ingest token is configured: set the "
                 "systemd credential 'ingest-token', [daemon] ingest_token_file, or "
@@ -179,7 +230,9 @@ class PushServer:
         self.default_source = default_source
         self.max_body_bytes = max_body_bytes
         self.max_decoded_bytes = max_decoded_bytes
-        self._token = token.strip().encode("utf-8")
+        self._tokens = list(scoped)
+        if token and token.strip():
+            self._tokens.insert(0, PushToken("ingest_token", token.strip().encode("utf-8")))
         self._slots = threading.BoundedSemaphore(max_concurrent)
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -239,15 +292,28 @@ class PushServer:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def authorised(self, header: str | None) -> bool:
+    def authorised(self, header: str | None) -> PushToken | None:
+        """The token the ``Authorization`` header carries, None when it matches none."""
         scheme, _, credentials = (header or "").partition(" ")
-        # compare_digest on bytes: constant time in the token's content (not its length).
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            credentials.strip().encode("utf-8"), self._token
-        )
+        presented = credentials.strip().encode("utf-8")
+        found = None
+        # compare_digest on bytes: constant time in the token's content (not its length);
+        # every token is compared, so the time does not tell which one matched.
+        for token in self._tokens:
+            if hmac.compare_digest(presented, token.secret) and found is None:
+                found = token
+        return found if scheme.lower() == "bearer" else None
 
-    def ingest(self, body: bytes, *, name: str, deployment: str | None, source: str) -> PushResult:
+    def ingest(self, body: bytes, *, name: str, deployment: str | None, source: str,
+               token: PushToken | None = None) -> PushResult:
         parsed = parse_usage_bytes(body, name)
+        if token is not None:
+            named = ([deployment] if deployment is not None else []) + (
+                sorted(set(parsed.deployments.tolist())) if parsed.deployments is not None
+                else [])
+            refusal = token.refusal(named, source)
+            if refusal:
+                raise PushScopeError(refusal)
         result = ingest_parsed(self.engine, parsed, deployment=deployment, source=source,
                                limits=self.limits)
         return PushResult(
@@ -350,9 +416,13 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _push(self) -> None:
         push = self.server.push
-        self._check_auth()
+        token = self._check_auth()
         deployment, source = self._query()
-        self._fields.update(deployment=deployment, source=source)
+        self._fields.update(deployment=deployment, source=source, token=token.name)
+        # Refuse what the query already shows is out of scope before reading the body.
+        refusal = token.refusal([deployment] if deployment else [], source)
+        if refusal:
+            raise _Reject(HTTPStatus.FORBIDDEN, refusal)
         length = self._content_length()
         name = self._file_name()
         encoding = self.headers.get("Content-Encoding", "identity").strip().lower()
@@ -377,7 +447,10 @@ class _Handler(BaseHTTPRequestHandler):
             elif len(body) > push.max_decoded_bytes:
                 raise _Reject(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, "body too large")
             try:
-                result = push.ingest(body, name=name, deployment=deployment, source=source)
+                result = push.ingest(body, name=name, deployment=deployment, source=source,
+                                     token=token)
+            except PushScopeError as exc:
+                raise _Reject(HTTPStatus.FORBIDDEN, str(exc)) from None
             except (UsageFileError, IngestError) as exc:
                 raise _Reject(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc)) from None
             except Exception as exc:
@@ -396,13 +469,15 @@ class _Handler(BaseHTTPRequestHandler):
         self._fields.update(rows=result.rows, batch_id=result.batch_id)
         self._respond(HTTPStatus.OK, answer)
 
-    def _check_auth(self) -> None:
-        if not self.server.push.authorised(self.headers.get("Authorization")):
+    def _check_auth(self) -> PushToken:
+        token = self.server.push.authorised(self.headers.get("Authorization"))
+        if token is None:
             raise _Reject(
                 HTTPStatus.UNAUTHORIZED,
                 "missing or wrong bearer token",
                 **{"WWW-Authenticate": 'Bearer realm="capsched"'},
             )
+        return token
 
     def _query(self) -> tuple[str | None, str]:
         try:
