@@ -378,6 +378,51 @@ def test_reconcile_records_manual_changes_once(
     ]
 
 
+def test_drift_streak_stops_sending_and_resume_starts_it_again(
+    setup: tuple[sa.Engine, ManualClock, dict[int, str]],
+) -> None:
+    engine, clock, names = setup
+    chat = next(iter(names))
+    provider = fresh_provider(engine, clock)
+    now = T0
+
+    def done_but_undone(target: int) -> journal.SendReport:
+        """Send a target; the provider confirms it, then its holdings fall back to 0."""
+        nonlocal now
+        now += dt.timedelta(minutes=1)
+        journal.plan_action(engine, elastic(chat, target), now)
+        report = journal.send_due(engine, provider, names, now, rng=RNG)
+        provider.set_elastic_target("chat", 0, idempotency_key=f"undo-{target}-{now:%H%M}")
+        journal.reconcile(engine, provider, names, now, drift_stop_after=3)
+        return report
+
+    assert done_but_undone(1).confirmed
+    # A confirmed action whose holdings followed breaks the streak.
+    now += dt.timedelta(minutes=1)
+    journal.plan_action(engine, elastic(chat, 2), now)
+    journal.send_due(engine, provider, names, now, rng=RNG)
+    journal.reconcile(engine, provider, names, now, drift_stop_after=3)
+    provider.set_elastic_target("chat", 0, idempotency_key="undo-after-match")
+    assert done_but_undone(3).confirmed and done_but_undone(4).confirmed
+    with engine.connect() as conn:
+        assert jstore.sending_stops(conn, [chat]) == {}
+        assert jstore.drift_streak(conn, chat, limit=10) == 2
+    assert done_but_undone(5).confirmed  # the third in a row: stop
+
+    now += dt.timedelta(minutes=1)
+    journal.plan_action(engine, elastic(chat, 6), now)
+    held = journal.send_due(engine, provider, names, now, rng=RNG)
+    assert [o.outcome for o in held.outcomes] == ["skipped"]
+    assert "sending stopped" in held.stopped[chat] and "3 action(s)" in held.stopped[chat]
+    assert provider.holdings("chat").elastic_target == 0  # nothing was sent
+
+    assert journal.resume_sending(engine, chat, now)
+    assert not journal.resume_sending(engine, chat, now)  # not stopped any more
+    resumed = journal.send_due(engine, provider, names, now + dt.timedelta(seconds=1), rng=RNG)
+    assert resumed.confirmed and resumed.stopped == {}
+    assert provider.holdings("chat").elastic_target == 6
+
+
 # -- the crash loop -------------------------------------------------------------------------
 
 
