@@ -410,3 +410,33 @@ def test_out_of_capacity_takes_what_is_granted_and_keeps_asking(
                    and r.target_units == 3 for r in failed), rows
     finally:
         daemon.close()
+
+
+def test_out_of_capacity_cap_survives_a_restart(engine: sa.Engine, tmp_path: Path) -> None:
+    """``run --once`` from cron is a new process each tick: the refusal journalled by the
+    last one still makes this one take the grantable units."""
+    import tomllib
+
+    from scheduler.config import parse_config
+    from tests.daemon_support import CONFIG
+
+    text = CONFIG.replace("min_hold_minutes = 60\n",
+                          "min_hold_minutes = 60\navailable_units = 2\nsupported_terms = []\n", 1)
+    cfg = parse_config(tomllib.loads(text))
+    clock = Clock()
+    for minute in (55, 56, 57):
+        providers = ProviderSet(cfg, engine)
+        daemon = Daemon(cfg, engine, providers, instance_id=f"once-{minute}")
+        set_provider_clocks(providers, cfg, clock)
+        if minute == 55:  # the deployment exists once a daemon has synced the config
+            ingest_until(engine, tmp_path, DAY + dt.timedelta(days=1))
+        try:
+            clock.now = DAY.replace(hour=7, minute=minute)
+            daemon.tick(clock.now)
+        finally:
+            daemon.close()
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT state, target_units FROM action ORDER BY id")).all()
+    assert ("failed", 3) in [tuple(r) for r in rows]
+    assert ("confirmed", 2) in [tuple(r) for r in rows], rows

@@ -220,6 +220,8 @@ class Daemon:
         #: After an out-of-capacity refusal: the elastic target the provider said it could
         #: grant, until when that cap holds (then the full target is asked for again).
         self._grantable: dict[str, tuple[int, dt.datetime]] = {}
+        #: The caps of refusals journalled before this process started are read once.
+        self._grantable_loaded = False
         #: Whether each deployment's provider sells commitments (read once a day).
         self._sells_commitments: dict[str, tuple[bool, dt.date]] = {}
         # The service-level account: owned by the tick; a background read (a cold start
@@ -359,6 +361,8 @@ class Daemon:
                  if c.term_days in (7, 30)], self.config.deployment(name), month_start,
                 month_end)
             for name, held in holdings.items())
+        if not self._grantable_loaded:
+            self._load_grantable(now)
         decisions: list[_Decision] = []
         budget_ends = self._perf_counter() + self.config.daemon.replan_budget_seconds
         for deployment in deployments:
@@ -699,6 +703,26 @@ class Daemon:
         elif not stale and was:
             since = self._stale_since.pop(name)
             log.info("usage_fresh_again", deployment=name, stale_since=since.isoformat())
+
+    def _load_grantable(self, now: dt.datetime) -> None:
+        """At start (``run --once`` is always a start): the out-of-capacity refusals of the
+        last ``GRANTABLE_RETRY`` still cap their deployments' targets."""
+        self._grantable_loaded = True
+        with self.engine.connect() as conn:
+            failed = journal_store.recent_failures(conn, OutOfCapacityError.__name__,
+                                                   minute_floor(now) - GRANTABLE_RETRY)
+        if not failed:
+            return
+        names = {ident: name for name, ident in self._ids.items()}
+        for ident, at in failed.items():
+            name = names.get(ident)
+            if name is None:
+                continue
+            try:
+                provider = self.providers.get(self.config.deployment(name).provider)
+            except Exception:  # reported by the planning pass
+                continue
+            self._learn_grantable(provider, name, at)
 
     def _learn_grantable(self, provider: Provider, name: str | None, now: dt.datetime
                          ) -> None:

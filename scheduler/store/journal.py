@@ -256,6 +256,19 @@ def list_actions(
     return [_action(row) for row in conn.execute(query)]
 
 
+def recent_failures(conn: sa.Connection, error_class: str, since: dt.datetime
+                    ) -> dict[int, dt.datetime]:
+    """Deployment id -> when its latest action failed with ``error_class`` at or after
+    ``since`` (sent time, else decided time). Read once when a daemon starts."""
+    t = action_table
+    when = sa.func.coalesce(t.c.sent_at, t.c.decided_at)
+    rows = conn.execute(
+        sa.select(t.c.deployment_id, sa.func.max(when))
+        .where(t.c.state == "failed", t.c.error_class == error_class, when >= since)
+        .group_by(t.c.deployment_id))
+    return {int(ident): at for ident, at in rows}
+
+
 def latest_open_action(conn: sa.Connection, deployment_id: int, kind: str) -> ActionRecord | None:
     """The newest planned-or-sent action of ``kind`` for the deployment."""
     t = action_table
