@@ -514,3 +514,20 @@ def test_push_tokens_are_scoped_to_deployments_and_sources(engine: sa.Engine) ->
         parse_config(bad)
     with pytest.raises(ConfigError, match="unknown key 'token'"):
         parse_config(dict(raw, push_token=[{"name": "x", "deployments": ["*"], "token": "s"}]))
+
+
+def test_partitions_per_batch_are_bounded_even_with_the_window_opened(
+    db_url: str, engine: sa.Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[ingest]\nmax_age_days = 3000000\nmax_future_minutes = 5000000000\n"
+                      "max_span_days = 4000000\n" + CONFIG)
+    path = tmp_path / "usage.csv"
+    path.write_text(HEADER + "0001-01-01T00:00:00Z,1,1,1\n2026-03-02T00:00:00Z,1,1,1\n"
+                    "9999-12-31T23:59:00Z,1,1,1\n")
+    before = _partitions(engine)
+    code, _, err = run(capsys, "--database-url", db_url, "--config", str(config),
+                       "ingest", str(path), "--deployment", "m-small")
+    assert code == cli.EXIT_FAILED
+    assert "a batch spanning 119988 months of usage_hour (limit 36)" in err
+    assert _partitions(engine) == before and _usage_rows(engine) == (0, 0)

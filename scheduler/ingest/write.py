@@ -24,6 +24,7 @@ from scheduler.config import IngestSettings
 from scheduler.ingest.files import DEPLOYMENT_COLUMN, ParsedUsage, UsageFileError, read_usage_file
 from scheduler.store import deployments as deployment_store
 from scheduler.store import usage as usage_store
+from scheduler.store.partitions import PartitionLimitError
 
 
 class IngestError(ValueError):
@@ -177,14 +178,17 @@ def _write(conn: sa.Connection, checked: _Checked, source: str) -> IngestResult:
     batch = usage_store.UsageBatch(
         checked.ids, parsed.minutes, parsed.input_tokens, parsed.output_tokens, parsed.requests
     )
-    record = usage_store.write_usage(
-        conn,
-        batch,
-        source=source,
-        file=parsed.path,
-        deployment_names=checked.names,
-        checksum=parsed.checksum,
-    )
+    try:
+        record = usage_store.write_usage(
+            conn,
+            batch,
+            source=source,
+            file=parsed.path,
+            deployment_names=checked.names,
+            checksum=parsed.checksum,
+        )
+    except PartitionLimitError as exc:
+        raise IngestError(f"{parsed.path}: {exc}") from None
     return IngestResult(
         parsed.path,
         record.rows,

@@ -27,13 +27,35 @@ def previous_month(start: dt.datetime) -> dt.datetime:
     return start.replace(year=start.year - (start.month == 1), month=(start.month - 2) % 12 + 1)
 
 
+#: The most monthly partitions one batch may span: a safety net under ingest's time window
+#: (``[ingest] max_span_days`` on either side of a file's median minute is at most ~27
+#: months), so a stray far-future row can never create hundreds of tables in one statement.
+MAX_PARTITIONS_PER_BATCH = 36
+
+
+class PartitionLimitError(ValueError):
+    """A batch would span more than :data:`MAX_PARTITIONS_PER_BATCH` monthly partitions."""
+
+
+def months_between(first: dt.datetime, last: dt.datetime) -> int:
+    """How many calendar months [first, last] touches (1 for the same month)."""
+    return (last.year - first.year) * 12 + last.month - first.month + 1
+
+
 def ensure_monthly_partitions(
     conn: sa.Connection, parent: str, prefix: str, months: Iterable[dt.datetime]
 ) -> None:
-    """Create the partitions of ``parent`` for the months starting at ``months``."""
+    """Create the partitions of ``parent`` for the months starting at ``months``.
+
+    Raises :class:`PartitionLimitError` (creating nothing) for more than
+    :data:`MAX_PARTITIONS_PER_BATCH` months."""
     wanted = sorted(set(months))
     if not wanted:
         return
+    if len(wanted) > MAX_PARTITIONS_PER_BATCH:
+        raise PartitionLimitError(
+            f"a batch spanning {len(wanted)} months of {parent} (limit "
+            f"{MAX_PARTITIONS_PER_BATCH}): {wanted[0]:%Y-%m} .. {wanted[-1]:%Y-%m}")
     conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
                  {"key": f"capsched.{parent}.partitions"})
     for start in wanted:

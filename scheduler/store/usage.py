@@ -36,8 +36,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from scheduler.store.metadata import metadata
 from scheduler.store.partitions import (
+    MAX_PARTITIONS_PER_BATCH,
+    PartitionLimitError,
     drop_monthly_partitions_before,
     ensure_monthly_partitions,
+    months_between,
     next_month,
 )
 
@@ -239,7 +242,14 @@ def _month_start(day: np.datetime64) -> dt.datetime:
 
 
 def ensure_partitions(conn: sa.Connection, first: np.datetime64, last: np.datetime64) -> None:
-    """Create the monthly partitions covering [first, last] that do not exist yet."""
+    """Create the monthly partitions covering [first, last] that do not exist yet
+    (:class:`~scheduler.store.partitions.PartitionLimitError` past the per-batch bound,
+    raised before the month list is even built)."""
+    span = months_between(_month_start(first), _month_start(last))
+    if span > MAX_PARTITIONS_PER_BATCH:
+        raise PartitionLimitError(
+            f"a batch spanning {span} months of usage_hour (limit {MAX_PARTITIONS_PER_BATCH}): "
+            f"{_month_start(first):%Y-%m} .. {_month_start(last):%Y-%m}")
     months = [_month_start(first)]
     while months[-1] < _month_start(last):
         months.append(next_month(months[-1]))
