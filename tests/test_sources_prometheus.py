@@ -225,6 +225,7 @@ url = "{url}"
 input_query = '{SPEC["input_query"]}'
 output_query = '{SPEC["output_query"]}'
 requests_query = '{SPEC["requests_query"]}'
+interval_seconds = 5
 """)
     import tomllib
 
