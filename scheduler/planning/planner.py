@@ -456,12 +456,13 @@ def commitment_block(ev: CommitEvidence) -> str | None:
 
 def typical_day_level(recent: FloatArray, days: int = 7, share: float = 0.5,
                       min_days: int = 3) -> float | None:
-    """Median over the last ``days`` whole days of the level each day's observed demand
-    exceeded for ``share`` of its minutes (its ``1 - share`` quantile).
+    """The level each of the last ``days`` whole days needed for ``share`` of its minutes
+    (its ``1 - share`` quantile of observed demand), highest day left out: the highest
+    of the others.
 
-    A one-day outlier moves one day's level, never the median of seven: the most a
-    30-day commitment may stand on (None under ``min_days`` observed). A 7-day term
-    reads the last three days, so a lasting level change is committed after two days.
+    A one-day outlier is the day left out, so it never moves the result, while a lasting
+    rise (two days or more) does: the most a commitment may stand on. None under
+    ``min_days`` observed days (a day needs half its minutes observed).
     """
     n = min(days, recent.shape[0] // 1440)
     levels = []
@@ -470,7 +471,9 @@ def typical_day_level(recent: FloatArray, days: int = 7, share: float = 0.5,
         seen = day[np.isfinite(day)]
         if seen.size >= 720:
             levels.append(float(np.quantile(seen, 1.0 - share)))
-    return float(np.median(levels)) if len(levels) >= min_days else None
+    if len(levels) < max(min_days, 2):
+        return None
+    return sorted(levels)[-2]
 
 
 def persisted_level(recent: FloatArray | None, minutes: int) -> float:
