@@ -264,7 +264,9 @@ class AzureOpenAIProvider(Provider):
                 f"azure-mgmt-cognitiveservices: pip install 'capsched[azure]' ({exc})") from exc
         client = CognitiveServicesManagementClient(
             DefaultAzureCredential(), account["subscription_id"],
-            connection_timeout=own_timeout, read_timeout=own_timeout)
+            # No retries inside the SDK: azure-core would sleep out a Retry-After of any
+            # length inside a tick. The journal retries with the same key after the hint.
+            connection_timeout=own_timeout, read_timeout=own_timeout, retry_total=0)
         return cls(name, client=client, account=account, deployments=deployments,
                    timeout=own_timeout)
 

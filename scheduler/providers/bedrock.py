@@ -244,8 +244,11 @@ class BedrockProvider(Provider):
                 f"pip install 'capsched[aws]' ({exc})") from exc
         boto_session = boto3.Session(profile_name=session["profile"],
                                      region_name=session["region"])
-        config = BotoConfig(connect_timeout=own_timeout, read_timeout=own_timeout,
-                            retries={"mode": "standard", "max_attempts": 3})
+        # Two attempts of half the timeout each keep a call near its bound (the contract's
+        # timeout); botocore's standard mode backs the second off by under a second. The
+        # journal retries anything longer with the same key, honouring the service's hint.
+        config = BotoConfig(connect_timeout=own_timeout / 2, read_timeout=own_timeout / 2,
+                            retries={"mode": "standard", "total_max_attempts": 2})
         client = boto_session.client("bedrock", config=config,
                                      endpoint_url=session["endpoint_url"])
         return cls(name, client=client, deployments=deployments, timeout=own_timeout)
