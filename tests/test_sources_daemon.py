@@ -98,3 +98,30 @@ def test_pull_jobs_follow_the_config_and_a_removed_source_stops_holding(
     assert scheduler.get_jobs() == []
     with engine.connect() as conn:
         assert source_store.stale_deployment_ids(conn) == set()
+
+
+def test_a_failing_pull_job_counts_marks_stale_and_backs_off(
+    daemon: Daemon, engine: sa.Engine
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from scheduler.cli.pull import PullMetrics, run_pull_job
+
+    tick(daemon, DAY.replace(hour=12))  # takes the leader lock
+    registry = CollectorRegistry()
+    metrics, next_at = PullMetrics(registry), {}  # type: ignore[var-annotated]
+    now = [DAY.replace(hour=12, minute=1)]
+    # Nothing listens on 127.0.0.1:1: the pull fails.
+    assert run_pull_job(daemon, "bot", "prometheus", lambda: now[0], next_at, metrics) is None
+    labels = {"deployment": "bot", "source": "prometheus"}
+    assert registry.get_sample_value("capsched_pull_failures_total", labels) == 1
+    assert registry.get_sample_value("capsched_pull_stale", labels) == 1
+    with engine.connect() as conn:
+        assert source_store.stale_deployment_ids(conn) == {1}
+    # 60 s later the source is still backing off (2 x 60 s after one failure): no attempt.
+    now[0] += dt.timedelta(seconds=60)
+    run_pull_job(daemon, "bot", "prometheus", lambda: now[0], next_at, metrics)
+    assert registry.get_sample_value("capsched_pull_failures_total", labels) == 1
+    now[0] += dt.timedelta(seconds=61)
+    run_pull_job(daemon, "bot", "prometheus", lambda: now[0], next_at, metrics)
+    assert registry.get_sample_value("capsched_pull_failures_total", labels) == 2

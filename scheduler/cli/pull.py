@@ -10,6 +10,7 @@ from typing import Any
 
 import structlog
 from apscheduler.triggers.interval import IntervalTrigger
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from tqdm import tqdm
 
 from scheduler.cli import main as cli
@@ -82,9 +83,23 @@ def _summary(label: str, result: PullResult) -> str:
     return text
 
 
+class PullMetrics:
+    """The pull jobs' series on the daemon's registry (alert on ``capsched_pull_stale``)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ("deployment", "source")
+        self.stale = Gauge("capsched_pull_stale", "1 while the source's last pull failed or "
+                           "returned nothing (its deployment is held)", labels,
+                           registry=registry)
+        self.failures = Counter("capsched_pull_failures", "Failed pulls", labels,
+                                registry=registry)
+        self.minutes = Counter("capsched_pull_minutes", "Minutes read (re-reads included)",
+                               labels, registry=registry)
+
+
 def run_pull_job(daemon: Any, deployment_name: str, source_name: str,
-                 clock: Callable[[], dt.datetime], next_at: dict[str, dt.datetime]
-                 ) -> PullResult | None:
+                 clock: Callable[[], dt.datetime], next_at: dict[str, dt.datetime],
+                 metrics: PullMetrics | None = None) -> PullResult | None:
     """One poll of one source by the daemon: a pull only on the leader and only when the
     source is due (``interval_seconds`` after its last attempt, longer after failures).
     ``next_at`` remembers when each source is next due, so a poll in between costs no
@@ -114,11 +129,17 @@ def run_pull_job(daemon: Any, deployment_name: str, source_name: str,
     except PullError as exc:
         log.error("pull_source_failed", deployment=deployment.name, source=spec.name,
                   kind=spec.kind, error=str(exc), alert="usage_stale")
+        if metrics is not None:
+            metrics.failures.labels(deployment.name, spec.name).inc()
+            metrics.stale.labels(deployment.name, spec.name).set(1)
         next_at.pop(key, None)  # the stored failure count decides the backoff
         return None
     except Exception:  # a pull must never take the daemon down
         log.exception("pull_source_crashed", deployment=deployment.name, source=spec.name)
         return None
+    if metrics is not None:
+        metrics.minutes.labels(deployment.name, spec.name).inc(result.minutes)
+        metrics.stale.labels(deployment.name, spec.name).set(int(result.stale))
     if result.stale:
         log.warning("pull_source_empty", deployment=deployment.name, source=spec.name,
                     kind=spec.kind, alert="usage_stale")
@@ -137,7 +158,8 @@ POLL_SECONDS = 5.0
 
 def sync_pull_jobs(scheduler: Any, daemon: Any, clock: Callable[[], dt.datetime],
                    speed: float, job_defaults: dict[str, Any],
-                   next_at: dict[str, dt.datetime]) -> None:
+                   next_at: dict[str, dt.datetime], metrics: PullMetrics | None = None
+                   ) -> None:
     """One job per configured source (coalesced, one instance at a time, so one pull at a
     time per source), added and removed to follow the config (a SIGHUP reload takes
     effect at the next sync)."""
@@ -159,7 +181,7 @@ def sync_pull_jobs(scheduler: Any, daemon: Any, clock: Callable[[], dt.datetime]
         if existing is not None and existing.trigger.interval.total_seconds() == seconds:
             continue
         scheduler.add_job(run_pull_job, IntervalTrigger(seconds=seconds, timezone=dt.UTC),
-                          args=(daemon, deployment.name, spec.name, clock, next_at),
+                          args=(daemon, deployment.name, spec.name, clock, next_at, metrics),
                           id=job_id, replace_existing=True, **job_defaults)
 
 
@@ -167,9 +189,10 @@ def add_pull_jobs(scheduler: Any, daemon: Any, clock: Callable[[], dt.datetime],
                   speed: float, job_defaults: dict[str, Any]) -> None:
     """What ``capsched run`` calls where it builds its scheduler."""
     next_at: dict[str, dt.datetime] = {}
-    sync_pull_jobs(scheduler, daemon, clock, speed, job_defaults, next_at)
+    metrics = PullMetrics(daemon.metrics.registry)
+    sync_pull_jobs(scheduler, daemon, clock, speed, job_defaults, next_at, metrics)
     scheduler.add_job(sync_pull_jobs, IntervalTrigger(seconds=60, timezone=dt.UTC),
-                      args=(scheduler, daemon, clock, speed, job_defaults, next_at),
+                      args=(scheduler, daemon, clock, speed, job_defaults, next_at, metrics),
                       id="pull-sync", **job_defaults)
 
 
