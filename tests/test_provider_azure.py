@@ -245,6 +245,9 @@ def test_scale_down_keeps_the_hold_and_the_model_minimum(
         "gpt-4o-ptu", azure.deployments["chat"].limits, 5, 0)
     floor = azure.set_elastic_target("chat", 0, idempotency_key="cs-chat-elastic-5")
     assert floor.accepted_units == 3 and floor.clamp_reason == "model_minimum"
+    sent = len(puts(replay))
+    again = azure.set_elastic_target("chat", 0, idempotency_key="cs-chat-elastic-5b")
+    assert again.accepted_units == 3 and len(puts(replay)) == sent  # nothing to change: no PUT
 
 
 @pytest.mark.parametrize(("status", "code", "message", "error", "headers"), [

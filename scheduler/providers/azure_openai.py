@@ -481,7 +481,10 @@ class AzureOpenAIProvider(Provider):
             **self._coordinates(dep),
             "deployment": self._body(deployment, state, dep.reserved_ptu
                                      + change.accepted * ppu, idempotency_key, book)})
-        return ElasticChange((call,), change.accepted, change.effective_at, reason,
+        # Nothing to change (a scale-down clamped whole by a hold or the model's minimum):
+        # no PUT, which would start a long-running operation for nothing.
+        calls = (call,) if change.accepted != current else ()
+        return ElasticChange(calls, change.accepted, change.effective_at, reason,
                              change.next_release_at, change.released, change.created)
 
     def plan_commitment(self, deployment: str, units: int, term_days: int, *,
@@ -518,17 +521,17 @@ class AzureOpenAIProvider(Provider):
                 provider=self.name, operation=OP_SET_ELASTIC_TARGET, deployment=deployment)
         change = self.plan_elastic(deployment, tranches, target_units, idempotency_key=key,
                                    now=now, state=state)
-        (call,) = change.calls
-        params = dict(call.params)
-        body = params.pop("deployment")
-        with self._edge(OP_SET_ELASTIC_TARGET, deployment,
-                        "deployments.begin_create_or_update"):
-            # polling=False: the PUT is accepted; the operation's progress is the lead time
-            # (read back as provisioningState), not something to block a tick on.
-            self.client.deployments.begin_create_or_update(
-                deployment=body, polling=False, **params)
-        log.info("azure_openai.call", provider=self.name, deployment=deployment, key=key,
-                 capacity=body["sku"]["capacity"])
+        for call in change.calls:
+            params = dict(call.params)
+            body = params.pop("deployment")
+            with self._edge(OP_SET_ELASTIC_TARGET, deployment,
+                            "deployments.begin_create_or_update"):
+                # polling=False: the PUT is accepted; the operation's progress is the lead
+                # time (read back as provisioningState), not something to block a tick on.
+                self.client.deployments.begin_create_or_update(
+                    deployment=body, polling=False, **params)
+            log.info("azure_openai.call", provider=self.name, deployment=deployment, key=key,
+                     capacity=body["sku"]["capacity"])
         return ElasticReceipt(
             provider=self.name, deployment=deployment, idempotency_key=key, reference=key,
             requested_units=target_units, accepted_units=change.accepted,
