@@ -27,6 +27,9 @@ class HorizonScore:
     coverage_80: float | None
     coverage_95: float | None
     n_points: int
+    smape: float = math.nan  # percent, 200 |y - f| / (|y| + |f|), 0 where both are 0
+    mase_insample: float = math.nan  # MAE / in-sample seasonal-naive MAE (the M4 MASE)
+    msis: float | None = None  # 95 % interval score over the same in-sample scale (M4)
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,12 @@ class EvalReport:
     n_origins: int
     n_fits: int
     scores: tuple[HorizonScore, ...]
+    origin_every_minutes: float = 1.0
+    first_origin: dt.datetime | None = None
+    #: Distinct origin positions modulo ``window_minutes`` (the data's publication window,
+    #: e.g. ServeGen's 10 minutes): all of them means no within-window position is favoured.
+    window_minutes: float | None = None
+    window_phases: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -43,6 +52,10 @@ class EvalReport:
             "quantiles": list(self.quantiles),
             "n_origins": self.n_origins,
             "n_fits": self.n_fits,
+            "origin_every_minutes": self.origin_every_minutes,
+            "first_origin": None if self.first_origin is None else self.first_origin.isoformat(),
+            "window_minutes": self.window_minutes,
+            "window_phases": self.window_phases,
             "horizons": {
                 f"{s.horizon_minutes:g}": {
                     "mae": s.mae,
@@ -51,6 +64,9 @@ class EvalReport:
                     "pinball": s.pinball,
                     "coverage_80": s.coverage_80,
                     "coverage_95": s.coverage_95,
+                    "smape": s.smape,
+                    "mase_insample": s.mase_insample,
+                    "msis": s.msis,
                     "n_points": s.n_points,
                 }
                 for s in self.scores
@@ -76,6 +92,8 @@ def rolling_origin_eval(
     eval_days: float = 7.0,
     refit_every_minutes: float = 360.0,
     origin_every_minutes: float = 1.0,
+    first_origin_minutes: float | None = None,
+    window_minutes: float | None = None,
 ) -> EvalReport:
     """Evaluate forecasts made from every origin of the last ``eval_days`` of ``series``.
 
@@ -85,9 +103,20 @@ def rolling_origin_eval(
     advanced with ``predict`` on the observations before each origin. Origins every
     minute matter for data published in blocks (ServeGen: 10 minutes): origins on block
     boundaries only would score the hardest within-block position alone. ``horizons`` are
-    in minutes: horizon h scores the h-th forecast step. Truth and naive both come from the series
-    with suspected zero gaps masked; points where either is missing are skipped. The naive
-    is the weekly seasonal naive when the series spans two weeks, else the daily one.
+    in minutes: horizon h scores the h-th forecast step. ``first_origin_minutes`` (minutes
+    after the series start) replaces the ``eval_days`` window: origins then run from there
+    to the end, e.g. every 180 minutes after the first week (``origin_every_minutes=180,
+    first_origin_minutes=10080``) puts every origin on a ServeGen window boundary. With
+    ``window_minutes`` the report counts the origins' distinct positions in that window.
+
+    Per horizon: MAE, ``mase`` (MAE over the seasonal naive's MAE on the same points, the
+    relative MAE), ``mase_insample`` (MAE over the in-sample seasonal-naive MAE of the
+    history before the first origin: the M4 MASE), sMAPE (percent), pinball loss, 80 % and
+    95 % coverage and MSIS (M4: mean of ``U - L + 40 (L - y)[y < L] + 40 (y - U)[y > U]``
+    over the same in-sample scale; Makridakis et al., IJF 36(1) 2020). Truth and naive
+    both come from the series with suspected zero gaps masked; points where either is
+    missing are skipped. The naive is the weekly seasonal naive when the series spans two
+    weeks, else the daily one.
     """
     raw = np.asarray(series, dtype=np.float64).reshape(-1)
     n = raw.size
@@ -99,13 +128,17 @@ def rolling_origin_eval(
     max_h = max(h_steps)
     eval_len = min(steps_for(eval_days * MINUTES_PER_DAY, step_minutes), n // 2)
     first = n - eval_len
+    if first_origin_minutes is not None:
+        first = min(n, max(1, steps_for(first_origin_minutes, step_minutes)))
+    scale = _insample_scale(truth[:first], steps_for(MINUTES_PER_DAY, step_minutes))
     refit = steps_for(refit_every_minutes, step_minutes)
     stride = steps_for(origin_every_minutes, step_minutes)
     train_len = None if train_days is None else steps_for(train_days * MINUTES_PER_DAY,
                                                           step_minutes)
     qs = tuple(float(q) for q in quantiles)
     lookback = steps_for(MINUTES_PER_DAY, step_minutes)
-    points: dict[int, list[tuple[float, float, npt.NDArray[np.float64]]]] = {
+    phases: set[float] = set()
+    points: dict[int, list[tuple[float, float, npt.NDArray[np.float64], float]]] = {
         h: [] for h in h_steps
     }
     model: FittedModel | None = None
@@ -124,6 +157,8 @@ def rolling_origin_eval(
             n_fits += 1
         fc = model.predict(raw[max(0, o - lookback) : o], origin=o - fit_from, horizon=max_h)
         n_origins += 1
+        if window_minutes:
+            phases.add(round((o * step_minutes) % window_minutes, 6))
         qmat = np.stack([fc.quantile(q) for q in qs])
         for h in h_steps:
             t = o + h - 1
@@ -137,7 +172,7 @@ def rolling_origin_eval(
             pred = fc.mean[h - 1]
             if not (math.isfinite(y) and math.isfinite(naive) and math.isfinite(pred)):
                 continue
-            points[h].append((y - pred, y - naive, y - qmat[:, h - 1]))
+            points[h].append((y - pred, y - naive, y - qmat[:, h - 1], y))
     scores = []
     qarr = np.asarray(qs)
     for h_min, h in zip(horizons, h_steps, strict=True):
@@ -149,7 +184,12 @@ def rolling_origin_eval(
         e = np.array([p[0] for p in pts])
         en = np.array([p[1] for p in pts])
         eq = np.stack([p[2] for p in pts])  # y - quantile, (points, nq)
+        yv = np.array([p[3] for p in pts])
         mae = float(np.mean(np.abs(e)))
+        fv = yv - e
+        denom = np.abs(yv) + np.abs(fv)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            smape = float(np.mean(np.where(denom > 0, 200.0 * np.abs(e) / denom, 0.0)))
         mae_naive = float(np.mean(np.abs(en)))
         pinball = float(np.mean(np.maximum(qarr * eq, (qarr - 1.0) * eq)))
         scores.append(
@@ -162,6 +202,9 @@ def rolling_origin_eval(
                 coverage_80=_interval_coverage(qs, eq, 0.1, 0.9),
                 coverage_95=_interval_coverage(qs, eq, 0.025, 0.975),
                 n_points=len(pts),
+                smape=smape,
+                mase_insample=_nan_or(mae / scale),
+                msis=_msis(qs, eq, yv, scale),
             )
         )
     return EvalReport(
@@ -170,6 +213,11 @@ def rolling_origin_eval(
         n_origins=n_origins,
         n_fits=n_fits,
         scores=tuple(scores),
+        origin_every_minutes=float(origin_every_minutes),
+        first_origin=None if start is None else start + dt.timedelta(
+            minutes=first * step_minutes),
+        window_minutes=window_minutes,
+        window_phases=len(phases) if window_minutes else None,
     )
 
 
@@ -183,3 +231,24 @@ def _interval_coverage(
         return None
     # eq holds y - quantile: inside the interval means y >= lower and y <= upper.
     return float(np.mean((eq[:, i] >= 0) & (eq[:, k] <= 0)))
+
+
+def _insample_scale(y: npt.NDArray[np.float64], m: int) -> float:
+    """Mean |y[t] - y[t - m]| over observed pairs (the M4 MASE / MSIS scale); NaN if none."""
+    if y.size <= m:
+        return math.nan
+    d = np.abs(y[m:] - y[:-m])
+    d = d[np.isfinite(d)]
+    return float(d.mean()) if d.size and d.mean() > 0 else math.nan
+
+
+def _msis(qs: tuple[float, ...], eq: npt.NDArray[np.float64], y: npt.NDArray[np.float64],
+          scale: float, alpha: float = 0.05) -> float | None:
+    try:
+        i = next(j for j, q in enumerate(qs) if math.isclose(q, alpha / 2))
+        k = next(j for j, q in enumerate(qs) if math.isclose(q, 1 - alpha / 2))
+    except StopIteration:
+        return None
+    lo, hi = y - eq[:, i], y - eq[:, k]
+    pen = (hi - lo) + (2 / alpha) * (lo - y) * (y < lo) + (2 / alpha) * (y - hi) * (y > hi)
+    return _nan_or(float(pen.mean()) / scale)

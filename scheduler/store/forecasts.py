@@ -40,6 +40,10 @@ forecast_run_table = sa.Table(
     sa.Column("mean", pg.ARRAY(sa.Float), nullable=False),
     sa.Column("quantiles", pg.ARRAY(sa.Float, dimensions=2), nullable=False),
     sa.Column("accuracy", pg.JSONB, nullable=False),
+    # Migration 0009: the per-series model choice (NULL for runs stored before it).
+    sa.Column("chosen_model", sa.Text, nullable=True),
+    sa.Column("validation_mase", sa.Float, nullable=True),
+    sa.Column("selection", pg.JSONB, nullable=True),
     sa.Index("ix_forecast_run_deployment_as_of", "deployment_id", "as_of"),
 )
 
@@ -61,6 +65,21 @@ class ForecastRecord:
     mean: npt.NDArray[np.float64]
     quantiles: npt.NDArray[np.float64]  # shape (len(quantile_levels), horizon)
     accuracy: Mapping[str, Any]
+    #: The model choice (``forecasting.Choice.to_dict()``); taken from
+    #: ``parameters["selection"]`` when not given, absent for a plain fast-path fit.
+    selection: Mapping[str, Any] | None = None
+
+    def choice(self) -> tuple[str, float | None, dict[str, Any]]:
+        """(chosen model, validation MASE or None, selection evidence) to store."""
+        sel = self.selection
+        if sel is None:
+            found = self.parameters.get("selection")
+            sel = found if isinstance(found, Mapping) else None
+        if sel is None:
+            return self.model, None, {"chosen": self.model, "validated": False}
+        score = sel.get("validation_mase")
+        value = float(score) if isinstance(score, int | float) and np.isfinite(score) else None
+        return str(sel.get("chosen") or self.model), value, dict(sel)
 
 
 def _finite_list(values: npt.NDArray[np.float64]) -> list[Any]:
@@ -81,6 +100,8 @@ def insert_forecasts(conn: sa.Connection, records: Sequence[ForecastRecord]) -> 
             "quantile_levels": list(r.quantile_levels), "mean": _finite_list(r.mean),
             "quantiles": [_finite_list(row) for row in np.atleast_2d(r.quantiles)],
             "accuracy": dict(r.accuracy),
+            **dict(zip(("chosen_model", "validation_mase", "selection"), r.choice(),
+                       strict=True)),
         }
         for r in records
     ]
