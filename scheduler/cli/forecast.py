@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+import time
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,16 @@ import numpy as np
 import forecasting
 from scheduler.cli import main as cli
 from scheduler.ingest.files import read_usage_file
-from scheduler.pipeline.forecast import load_histories, refit, staleness
+from scheduler.pipeline.forecast import (
+    PLANNING_QUANTILES,
+    History,
+    Refit,
+    calendar_days,
+    load_histories,
+    refit,
+    staleness,
+    to_record,
+)
 from scheduler.store import deployments as deployment_store
 from scheduler.store import forecasts as forecast_store
 
@@ -35,6 +45,17 @@ def add_commands(sub: Any) -> None:
                    help="eval: evaluate origins over the last N days (default 7)")
     p.add_argument("--horizons", default="5m,1h,24h",
                    help="eval: comma-separated horizons (default 5m,1h,24h)")
+    p.add_argument("--choose-seconds", type=float, default=60.0,
+                   help="time budget for choosing each deployment's model by rolling-origin "
+                        "validation (0: the fast harmonic path only; default 60)")
+    p.add_argument("--origin-every", type=cli.parse_duration_minutes, default=1,
+                   help="eval: minutes between forecast origins (default 1m: every phase)")
+    p.add_argument("--first-origin-days", type=float, default=None,
+                   help="eval: origins from N days after the trace start to its end, instead "
+                        "of the last --eval-days (e.g. 7 with --origin-every 180m)")
+    p.add_argument("--window", type=cli.parse_duration_minutes, default=10,
+                   help="eval: the trace's publication window, to count the origin phases "
+                        "scored (default 10m, ServeGen's)")
     p.set_defaults(handler=cmd_forecast)
 
 
@@ -63,6 +84,8 @@ def cmd_forecast(ctx: cli.Context) -> int:
         fits = refit(fresh, now, ctx.args.horizon,
                      zero_gap_minutes=ctx.config.ingest.zero_gap_minutes,
                      zero_load_after_minutes=ctx.config.ingest.zero_load_after_minutes)
+        if ctx.args.choose_seconds > 0:
+            fits = _choose(fresh, fits, now, ctx)
         with engine.begin() as conn:
             run_ids = forecast_store.insert_forecasts(conn, [f.record for f in fits.values()])
     rows = []
@@ -71,6 +94,9 @@ def cmd_forecast(ctx: cli.Context) -> int:
         hour = slice(0, min(60, fc.mean.shape[0]))
         rows.append({
             "deployment": name, "run_id": run_id, "model": fc.model,
+            "chosen_model": fit.record.choice()[0],
+            "validation_mase": fit.record.choice()[1],
+            "selection": fit.record.choice()[2],
             "as_of": fit.record.as_of.isoformat(), "horizon_minutes": int(fc.mean.shape[0]),
             "minutes_observed": fit.record.minutes_observed,
             "next_hour_mean_units": _round(np.nanmean(fc.mean[hour])),
@@ -82,14 +108,56 @@ def cmd_forecast(ctx: cli.Context) -> int:
         print(json.dumps(rows, indent=2, default=str))
     else:
         print(cli.format_table(
-            ["DEPLOYMENT", "RUN", "MODEL", "MINUTES SEEN", "NEXT HOUR (units)", "PEAK MEAN",
-             "PEAK P90"],
-            [[r["deployment"], r["run_id"], r["model"], r["minutes_observed"],
-              r["next_hour_mean_units"], r["peak_mean_units"], r["peak_p90_units"]]
+            ["DEPLOYMENT", "RUN", "MODEL", "VALIDATION MASE", "MINUTES SEEN",
+             "NEXT HOUR (units)", "PEAK MEAN", "PEAK P90"],
+            [[r["deployment"], r["run_id"], r["chosen_model"],
+              "n/a" if r["validation_mase"] is None else f"{r['validation_mase']:.3f}",
+              r["minutes_observed"], r["next_hour_mean_units"], r["peak_mean_units"],
+              r["peak_p90_units"]]
              for r in rows]))
     for why in stale:
         print(f"capsched: {why}: nothing stored", file=sys.stderr)
     return cli.EXIT_FAILED if stale else cli.EXIT_OK
+
+
+def _choose(histories: list[History], fits: dict[str, Refit], now: dt.datetime,
+            ctx: cli.Context) -> dict[str, Refit]:
+    """Replace each fast-path forecast by the model its own validation chooses, until the
+    ``--choose-seconds`` budget runs out (the rest keep the fast path: one log line)."""
+    deadline = time.monotonic() + ctx.args.choose_seconds
+    out = dict(fits)
+    out_of_time: list[str] = []
+    for h in histories:
+        fit = fits.get(h.deployment.name)
+        if fit is None:
+            continue
+        selection: dict[str, Any] = {"degraded": "budget", "fast_path": True}
+        fc = fit.forecast
+        if time.monotonic() < deadline:
+            fc = forecasting.select_forecast(
+                h.demand, step_minutes=1, horizon=int(fit.forecast.mean.shape[0]),
+                quantiles=PLANNING_QUANTILES, start=h.start, timezone=h.deployment.timezone,
+                calendar=calendar_days(h.deployment),
+                zero_gap_minutes=ctx.config.ingest.zero_gap_minutes,
+                clock=time.monotonic, deadline=deadline)
+            selection = dict(fc.parameters.get("selection", {}))
+        if selection.get("fast_path"):
+            # The fast path the daemon plans from stays (no second fast fit).
+            if selection["degraded"] == "budget":
+                out_of_time.append(h.deployment.name)
+            selection = {**selection, "chosen": fit.forecast.model}
+            fc = _with_parameters(fit.forecast, {**fit.forecast.parameters,
+                                                 "selection": selection})
+        out[h.deployment.name] = Refit(fit.model, fc, to_record(h, fc, fit.record.as_of))
+    if out_of_time:
+        cli.log.warning("forecast_choice_out_of_time", budget_seconds=ctx.args.choose_seconds,
+                        fast_path=len(out_of_time), deployments=out_of_time[:10])
+    return out
+
+
+def _with_parameters(fc: forecasting.Forecast, parameters: dict[str, Any]) -> forecasting.Forecast:
+    return forecasting.Forecast(fc.mean, fc.quantile_levels, fc.quantiles, fc.start,
+                                fc.step_minutes, fc.model, parameters, fc.accuracy)
 
 
 def _round(value: float | np.floating[Any]) -> float | None:
@@ -120,6 +188,10 @@ def cmd_forecast_eval(ctx: cli.Context) -> int:
         series, step_minutes=1, start=start, timezone=timezone, calendar=calendar,
         train_days=ctx.args.train_days, horizons=horizons, eval_days=ctx.args.eval_days,
         zero_gap_minutes=ctx.config.ingest.zero_gap_minutes,
+        origin_every_minutes=ctx.args.origin_every,
+        first_origin_minutes=(None if ctx.args.first_origin_days is None
+                              else ctx.args.first_origin_days * 1440),
+        window_minutes=ctx.args.window,
     )
     result = report.to_dict()
     result["usage"] = parsed.path
@@ -128,12 +200,18 @@ def cmd_forecast_eval(ctx: cli.Context) -> int:
     if ctx.args.format == "json":
         print(json.dumps(result, indent=2))
     else:
-        print(f"{parsed.path}: naive = {result['naive']}, origins = {result['n_origins']}")
+        print(f"{parsed.path}: naive = {result['naive']}, origins = {result['n_origins']} "
+              f"every {result['origin_every_minutes']:g} min from {result['first_origin']}, "
+              f"covering {result['window_phases']} of the {ctx.args.window}-minute window's "
+              "phases")
         print(cli.format_table(
-            ["HORIZON(min)", "MAE", "MASE", "PINBALL", "COVER80", "COVER95", "POINTS"],
+            ["HORIZON(min)", "MAE", "REL MAE", "MASE(in-sample)", "sMAPE", "PINBALL",
+             "COVER80", "COVER95", "MSIS", "POINTS"],
             [[h, _fmt(s.get("mae"), ".4g"), _fmt(s.get("mase"), ".3f"),
+              _fmt(s.get("mase_insample"), ".3f"), _fmt(s.get("smape"), ".2f"),
               _fmt(s.get("pinball"), ".4g"), _fmt(s.get("coverage_80"), ".3f"),
-              _fmt(s.get("coverage_95"), ".3f"), s.get("n_points", 0)]
+              _fmt(s.get("coverage_95"), ".3f"), _fmt(s.get("msis"), ".3f"),
+              s.get("n_points", 0)]
              for h, s in result["horizons"].items()]))
     if short:
         # Every scored point needs the seasonal naive of a day (or week) earlier.
