@@ -54,6 +54,7 @@ quota codes -> :class:`QuotaExceededError`; capacity codes -> :class:`OutOfCapac
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -262,6 +263,10 @@ class AzureOpenAIProvider(Provider):
             raise ProviderConfigError(
                 f"[providers.{name}]: the azure_openai provider needs azure-identity and "
                 f"azure-mgmt-cognitiveservices: pip install 'capsched[azure]' ({exc})") from exc
+        # azure-core logs every request and azure-identity every credential it tries at
+        # INFO: a line per call per tick. Their warnings and errors still come through.
+        for logger in ("azure.core.pipeline.policies.http_logging_policy", "azure.identity"):
+            logging.getLogger(logger).setLevel(logging.WARNING)
         client = CognitiveServicesManagementClient(
             DefaultAzureCredential(), account["subscription_id"],
             # No retries inside the SDK: azure-core would sleep out a Retry-After of any
