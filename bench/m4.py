@@ -51,8 +51,10 @@ PUBLISHED_MSIS = {"ARIMA": 7.538, "ETS": 17.487, "Naive": 71.245, "118": 7.928, 
 SHOWN = ("238", "118", "237", "245", "72", "24", "sNaive", "Naive2", "Theta", "SES", "Naive")
 
 
-def forecast_one(args: tuple[str, np.ndarray, str]) -> tuple[str, np.ndarray, np.ndarray, str,
-                                                             float]:
+Result = tuple[str, np.ndarray, np.ndarray, str, float]
+
+
+def forecast_one(args: tuple[str, np.ndarray, str]) -> Result:
     sid, x, method = args
     import threadpoolctl
 
@@ -80,16 +82,41 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--method", choices=("select", "fast"), default="select")
     ap.add_argument("--write", help="write the point forecasts in submission format")
     ap.add_argument("--json", action="store_true", help="print the result as JSON only")
+    ap.add_argument("--results", help="append each series' forecast to this JSON Lines file "
+                    "as it finishes, and skip the series already in it (a long run can be "
+                    "resumed; --score-only scores what it holds)")
+    ap.add_argument("--score-only", action="store_true",
+                    help="with --results: score the series in the file, compute nothing")
     a = ap.parse_args(argv)
     train = m4score.load_m4(str(DATA / "Hourly-train.csv"))
     test = m4score.load_m4(str(DATA / "Hourly-test.csv"))
     ids = sorted(train, key=lambda s: int(s[1:]))
     if a.series:
         ids = ids[:: max(1, len(ids) // a.series)][: a.series]
+    # Interleaved order (every 7th series first): a run cut short leaves a spread subset.
+    ids = sorted(ids, key=lambda sid: (int(sid[1:]) % 7, int(sid[1:])))
+    done: dict[str, Result] = {}
+    if a.results and os.path.exists(a.results):
+        with open(a.results) as f:
+            for line in f:
+                r = json.loads(line)
+                if r["id"] in train and r["method"] == a.method:
+                    done[r["id"]] = (r["id"], np.array(r["mean"]), np.array(r["quantiles"]),
+                                     r["model"], r["seconds"])
     t0 = time.perf_counter()
-    jobs = [(s, train[s], a.method) for s in ids]
+    jobs = [(s, train[s], a.method) for s in ids if s not in done]
+    if a.score_only:
+        ids = [s for s in ids if s in done]
+        jobs = []
     with ProcessPoolExecutor(max_workers=max(1, min(2, a.workers))) as pool:
-        results = list(pool.map(forecast_one, jobs, chunksize=4))
+        for r in pool.map(forecast_one, jobs, chunksize=1):
+            done[r[0]] = r
+            if a.results:
+                with open(a.results, "a") as f:
+                    f.write(json.dumps({"id": r[0], "method": a.method,
+                                        "mean": r[1].tolist(), "quantiles": r[2].tolist(),
+                                        "model": r[3], "seconds": r[4]}) + "\n")
+    results = [done[s] for s in ids]
     wall = time.perf_counter() - t0
     point = {sid: np.asarray(mean, dtype=np.float64) for sid, mean, *_ in results}
     summary, _per = m4score.score(point, train, test)
