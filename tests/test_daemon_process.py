@@ -19,7 +19,7 @@ from scheduler.ingest.write import ingest_files
 from scheduler.store import deployments as deployment_store
 from scheduler.store import journal as journal_store
 from scheduler.store import simulated as sim_store
-from tests.daemon_support import CONFIG, START, write_trace
+from tests.daemon_support import CONFIG, DAEMON_SECTIONS, START, write_trace
 
 DAY = START + dt.timedelta(days=14)
 
@@ -215,3 +215,137 @@ def test_sighup_reloads_the_config(
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err[-2000:]
     assert any('"config_reloaded"' in line for line in out.splitlines())
+
+
+# -- the SIGKILL loop through the http provider (#10: crash between journal and send) --------
+
+SHIM_TOKEN = "sigkill-loop-token"
+
+
+def _shim_config(url: str) -> str:
+    # max_change_per_tick = 1 with holdings moved by hand makes a new target every tick, so
+    # every tick sends; drift from those hand moves must not stop sending (drift_stop_after).
+    sections = DAEMON_SECTIONS.replace(
+        "[daemon]\n", "[daemon]\nmax_change_per_tick = 1\ndrift_stop_after = 0\n")
+    # A unit of 250 tokens/min makes the peak 30 units: the loop's 1-unit commitments never
+    # cover it, so the elastic target keeps moving.
+    deployment = CONFIG[CONFIG.index("[[deployment]]"):].replace(
+        'provider = "simulated"', 'provider = "shim"').replace(
+        "unit_tpm = 2500", "unit_tpm = 250").replace("max_units = 20", "max_units = 60")
+    return sections + f"""
+[providers.shim]
+type = "http"
+url = "{url}"
+token = "{SHIM_TOKEN}"
+timeout_seconds = 5
+""" + deployment
+
+
+@pytest.mark.slow
+def test_sigkill_loop_through_the_http_provider_duplicates_and_loses_nothing(
+    engine: sa.Engine, db_url: str, tmp_path: Path
+) -> None:
+    """At least 20 SIGKILLs of `capsched run --once` at the moment its request reaches the
+    provider: before the provider applies it (the journal says sent, the provider never saw
+    it) or after (applied, the journal never heard), for elastic targets and commitment
+    purchases. Afterwards every change the provider applied is confirmed in the journal
+    exactly once, and nothing is left unresolved."""
+    import tomllib
+
+    from reference_server import Fault, ManualClock, ReferenceServer, ReferenceState
+
+    from scheduler.daemon import journal
+    from scheduler.providers.base import ProviderLimits
+
+    start = DAY.replace(hour=8, minute=30)  # the peak
+    clock = ManualClock(start)
+    state = ReferenceState(token=SHIM_TOKEN, clock=clock)
+    state.add_deployment("bot", ProviderLimits(max_units=100, max_step=10,
+                                               supported_terms=(7, 30)))
+    running: list[subprocess.Popen[str]] = []
+
+    def kill_daemon() -> None:
+        os.kill(running[-1].pid, signal.SIGKILL)
+
+    with ReferenceServer(state) as server:
+        text = _shim_config(server.url)
+        config_path = tmp_path / "capsched.toml"
+        config_path.write_text(text)
+        with engine.begin() as conn:
+            ids = deployment_store.sync_deployments(
+                conn, parse_config(tomllib.loads(text)).deployments)
+        trace = write_trace(tmp_path / "usage.csv", 0, until=DAY + dt.timedelta(days=1))
+        ingest_files(engine, [str(trace)], deployment="bot", source="gw")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CAPSCHED_")}
+        env.update(CAPSCHED_CONFIG=str(config_path), CAPSCHED_DATABASE_URL=db_url,
+                   CAPSCHED_LOG_FORMAT="json", CAPSCHED_LOG_LEVEL="warning")
+
+        def run_once(now: dt.datetime) -> int:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "scheduler", "run", "--once", "--now", now.isoformat()],
+                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            running.append(proc)
+            _, err = proc.communicate(timeout=180)
+            assert proc.returncode in (0, 1, -signal.SIGKILL), err[-2000:]
+            return proc.returncode
+
+        # Every run that sends is killed at its request, alternately before and after the
+        # provider applies it; the restart recovers the journal at the same minute (lookup,
+        # resend with the same key) and is itself killed at its next request. The clock
+        # moves on a minute only after a run that sent nothing faulted.
+        kills: dict[str, int] = {}
+        quiet = minute = 0
+        wanted = int(os.environ.get("CAPSCHED_SIGKILL_LOOP_KILLS", "20"))
+        state.set_elastic_by_hand("bot", 0)
+        while sum(kills.values()) < wanted and quiet < 30:
+            now = start + dt.timedelta(minutes=minute)
+            clock.advance(now - clock())
+            done = sum(kills.values())
+            after = done % 2 == 1
+            path = "/commitments" if done % 4 >= 2 else "/elastic"
+            if path == "/commitments":
+                with engine.connect() as conn:
+                    open_buys = [a for a in journal_store.list_actions(
+                        conn, states=("planned", "sent"), kind="buy_commitment")]
+                if not open_buys:  # a purchase the planner decided, to be sent this tick
+                    journal.plan_action(engine, journal.ActionRequest(
+                        deployment_id=ids["bot"], kind="buy_commitment", units=1, term_days=7,
+                        due_at=now, reason=f"sigkill loop {done}"), now)
+            server.inject(Fault(status=503, code="unavailable", delay_seconds=1.0,
+                                apply_first=after, path_contains=path, on_fire=kill_daemon))
+            if run_once(now) == -signal.SIGKILL:
+                label = f"{path.strip('/')}_{'after' if after else 'before'}_apply"
+                kills[label] = kills.get(label, 0) + 1
+                continue
+            server.clear_faults()
+            quiet += 1
+            minute += 1
+            # Holdings moved by hand (0 or 1 unit, far below the 30 the peak needs) keep the
+            # elastic target moving.
+            state.set_elastic_by_hand("bot", minute % 2)
+        server.clear_faults()
+        for j in range(1, 3):  # quiet ticks: everything in flight resolves
+            now = start + dt.timedelta(minutes=minute + j)
+            clock.advance(now - clock())
+            assert run_once(now) in (0, 1)
+
+        with engine.connect() as conn:
+            actions = journal_store.list_actions(conn)
+        applied = state.applied_keys
+        confirmed = {a.idempotency_key for a in actions if a.state == "confirmed"}
+        duplicated = sorted({k for k in applied if applied.count(k) > 1})
+        # Lost: applied at the provider but not confirmed in the journal, or confirmed in
+        # the journal but never applied, or left unresolved.
+        lost = sorted(set(applied) ^ confirmed)
+        unresolved = [a.idempotency_key for a in actions if a.state == "sent"]
+        held = state._deployments["bot"].commitments
+        bought = {a.provider_reference for a in actions
+                  if a.kind == "buy_commitment" and a.state == "confirmed"}
+        print(f"sigkill loop: kills={sum(kills.values())} {kills} quiet_runs={quiet} "
+              f"actions={len(actions)} applied={len(applied)} duplicated={len(duplicated)} "
+              f"lost={len(lost)} unresolved={len(unresolved)} commitments={len(held)}")
+    assert sum(kills.values()) >= wanted, kills
+    assert kills.get("commitments_before_apply", 0) >= 1, kills
+    assert kills.get("commitments_after_apply", 0) >= 1, kills
+    assert duplicated == [] and lost == [] and unresolved == []
+    assert {c["commitment_id"] for c in held} == bought  # each purchase exactly once

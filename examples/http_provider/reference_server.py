@@ -189,6 +189,8 @@ class ReferenceState:
         self._deployments: dict[str, _Deployment] = {}
         self._records: dict[str, _Record] = {}
         self._counter = 0
+        #: The key of every change that reached the books, in order (replays not repeated).
+        self.applied_keys: list[str] = []
 
     # -- setup and inspection (tests, demos) -------------------------------------------
 
@@ -392,6 +394,8 @@ class ReferenceState:
                 answer = apply(key, state, values, self._clock())
                 self._deployments[deployment] = books
             ok = 200 <= answer.status < 300
+            if ok:
+                self.applied_keys.append(key)
             # Every request that reached the books has a final outcome under its key, failed
             # ones too: retrying a rejected key replays the rejection; the daemon uses a new
             # key for a new attempt.
