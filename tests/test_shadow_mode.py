@@ -21,6 +21,7 @@ import boto3
 import pytest
 import sqlalchemy as sa
 from botocore.stub import Stubber
+from structlog.testing import capture_logs
 
 from scheduler import database as db
 from scheduler.config import ConfigError, parse_config
@@ -129,14 +130,19 @@ def test_shadow_mode_on_the_field_case_matches_the_simulated_provider_call_by_ca
         assert isinstance(wrapped.inner, BedrockProvider)
         wrapped.inner.client = stub
 
-    shadowed, providers = _run(_config(shadow_dir, shadow_config + BEDROCK), second_engine,
-                               shadow_dir, prepare)
+    with capture_logs() as logs:
+        shadowed, providers = _run(_config(shadow_dir, shadow_config + BEDROCK),
+                                   second_engine, shadow_dir, prepare)
     stubber.assert_no_pending_responses()  # nothing but the seeding reads reached AWS
     shadow = providers.get("aws")
     assert isinstance(shadow, ShadowProvider)
 
     # 1. The journal: the same actions, at the same minutes, with the same targets.
     assert shadowed == live
+    # The log carries exactly the calls shadow mode withheld, with their parameters.
+    logged = [(e["method"], e["params"]) for e in logs if e["event"] == "provider.shadow_call"]
+    assert logged == [(c.method, dict(c.params)) for _, _, c in shadow.calls]
+    assert logged, "the shadow run logged its calls"
     # 2. The logged SDK calls: each elastic action is exactly the creates or deletes that
     #    move the throughputs by the simulated provider's change.
     previous = 0
