@@ -236,23 +236,24 @@ def main(argv: list[str] | None = None) -> int:
             built = build(sc, work, quick=args.quick)
             out = work / "out"
             try:
-                s = backtest(built, out, args.tree)
+                summ = backtest(built, out, args.tree)
             except RuntimeError as e:
                 failed += 1
                 r = [sc.name, sc.kind, f"error: {e}", *["-"] * (len(COLUMNS) - 3)]
                 details[sc.name] = {"error": str(e)}
             else:
-                s["_commitments"] = _commitments(out)
+                summ["_commitments"] = _commitments(out)
                 best = cached_best_reactive(built, quick=args.quick)
-                r = row(sc.name, sc.kind, s, best)
+                r = row(sc.name, sc.kind, summ, best)
                 details[sc.name] = {
-                    "about": sc.about, "cost": s["cost"], "spill_fraction": s["spill_fraction"],
-                    "service_level_met": s["service_level_met"],
-                    "provider_events": s["provider_events"],
-                    "baselines": s["baselines"], "commitments": s["_commitments"],
+                    "about": sc.about, "cost": summ["cost"],
+                    "spill_fraction": summ["spill_fraction"],
+                    "service_level_met": summ["service_level_met"],
+                    "provider_events": summ["provider_events"],
+                    "baselines": summ["baselines"], "commitments": summ["_commitments"],
                     "best_reactive": {"cost": best[0] if math.isfinite(best[0]) else None,
                                       "spill_fraction": best[1], "policy": best[2]},
-                    "bound": s.get("bound"),
+                    "bound": summ.get("bound"),
                 }
             rows.append(r)
             print(" | ".join(r) + f"   ({time.perf_counter() - started:.0f} s)", flush=True)

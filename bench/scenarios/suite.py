@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -274,8 +275,8 @@ def _all() -> list[Scenario]:
         s.append(Scenario(name, "level-shift",
                           f"2/6 units, x{factor:g} for good from {at:%m-%d %H:%M} UTC",
                           (_d(2026, 3, 15), _d(2026, 3, 18)),
-                          (_d(2026, 3, 15, 12), _d(2026, 3, 17)),
-                          trace=lambda f=factor, a=at: level_shift(f, a)))
+                          (_d(2026, 3, 15, 20), _d(2026, 3, 16, 20)),
+                          trace=partial(level_shift, factor, at)))
     s += [
         Scenario("zeros", "reported-zeros", "1/3 units, then rows of 0 tokens from 03-16",
                  (_d(2026, 3, 15), _d(2026, 3, 18)), (_d(2026, 3, 15, 18), _d(2026, 3, 16, 14)),
@@ -293,8 +294,8 @@ def _all() -> list[Scenario]:
         c0 = dt.datetime(change.year, change.month, change.day, tzinfo=UTC)
         s.append(Scenario(name, "dst", f"1/4 units 08-18 {tz} local, DST change {change}",
                           (c0 - dt.timedelta(days=1), c0 + dt.timedelta(days=2)),
-                          (c0, c0 + dt.timedelta(hours=36)),
-                          trace=lambda tz=tz, c=change: dst(tz, c),
+                          (c0, c0 + dt.timedelta(hours=24)),
+                          trace=partial(dst, tz, change),
                           deployment={"timezone": tz}))
     for name, frac, hole in (("missing-0pct", 0.0, False), ("missing-1pct", 0.01, False),
                              ("missing-5pct", 0.05, False), ("missing-20pct", 0.20, True)):
@@ -303,7 +304,7 @@ def _all() -> list[Scenario]:
                  + (" + 12:00-12:45 daily" if hole else ""))
         s.append(Scenario(name, "missing", about,
                           (_d(2026, 3, 16), _d(2026, 3, 19)), (_d(2026, 3, 16), _d(2026, 3, 17)),
-                          trace=lambda f=frac, h=hole: missing(f, daily_hole=h)))
+                          trace=partial(missing, frac, daily_hole=hole)))
     s += [
         Scenario("launch-past-undeclared", "launch-day",
                  "1/3 units, one 3x day on 03-10 (before the window), not declared",
@@ -328,12 +329,12 @@ def _all() -> list[Scenario]:
                           ("short-2d", 2 * DAY)):
         s.append(Scenario(name, "short-history", f"a new deployment, {minutes} minute(s) of "
                           "history, billed from its first minute",
-                          (None, None), (None, None), trace=lambda m=minutes: short_history(m)))
+                          (None, None), (None, None), trace=partial(short_history, minutes)))
     for seed in (1, 2, 3):
         s.append(Scenario(f"bursty-seed{seed}", "bursty",
                           f"idle-heavy heavy-tailed traffic (gen_bursty 7 {seed}), 3 days",
                           (_d(2024, 6, 5), _d(2024, 6, 8)), (_d(2024, 6, 5), _d(2024, 6, 6)),
-                          trace=lambda sd=seed: bursty(7, sd),
+                          trace=partial(bursty, 7, seed),
                           deployment={"unit_tpm": 2000, "max_units": 400}))
     s.append(Scenario("field-case", "field-case", "docs/economics.md worked example "
                       "(examples/field_case)",
