@@ -1,4 +1,16 @@
-"""Reserved for #13 (realised cost): replace this docstring with what the revision adds.
+"""Realised cost (#13): the commitments each deployment held (``capacity_commitment``), the
+daily cost roll-up by tier (``cost_day``) and its calendar-month view (``cost_month``).
+
+* ``capacity_commitment``: every commitment the provider reported at a tick (id, units,
+  term, ``[start, end)``), so the ledger's committed units can be priced at their term's
+  discount (docs/economics.md: ``k * elastic_unit_hour * (1 - discount_T) / 60`` a minute).
+* ``cost_day``: per deployment and UTC day, over the minutes the capacity ledger holds,
+  the dollars by tier (committed, elastic, spill) and the baselines' inputs (pay-as-you-go
+  dollars of the same minutes, the peak demand in units and the dedicated price), kept
+  like ``service_level_day`` by ``scheduler/store/costs.py`` so that a year of them
+  outlives the raw ledger minutes (pruned after two months).
+* ``cost_month``: ``cost_day`` summed per UTC calendar month; dedicated at peak is
+  ``ceil(max demand_units) x dedicated_unit_month x minutes / 43,200``.
 
 Revision ID: 0010
 Revises: 0009
@@ -9,6 +21,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
+from alembic import op
+
 revision: str = "0010"
 down_revision: str | None = "0009"
 branch_labels: Sequence[str] | None = None
@@ -16,8 +31,69 @@ depends_on: Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    pass
+    op.create_table(
+        "capacity_commitment",
+        sa.Column("deployment_id", sa.Integer, nullable=False),
+        sa.Column("commitment_id", sa.Text, nullable=False),
+        sa.Column("units", sa.Integer, nullable=False),
+        sa.Column("term_days", sa.Integer, nullable=False),
+        sa.Column("start", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("end", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("deployment_id", "commitment_id",
+                                name="pk_capacity_commitment"),
+        sa.ForeignKeyConstraint(
+            ["deployment_id"], ["deployment.id"],
+            name="fk_capacity_commitment_deployment_id_deployment",
+        ),
+    )
+    op.create_table(
+        "cost_day",
+        sa.Column("deployment_id", sa.Integer, nullable=False),
+        sa.Column("day", sa.Date, nullable=False),
+        # Minutes with a ledger row (billed) and those of them with a usage value (covered).
+        sa.Column("minutes_billed", sa.Integer, nullable=False),
+        sa.Column("minutes_covered", sa.Integer, nullable=False),
+        sa.Column("committed_cost", sa.Float, nullable=False),
+        sa.Column("elastic_cost", sa.Float, nullable=False),
+        sa.Column("spill_cost", sa.Float, nullable=False),
+        sa.Column("payg_cost", sa.Float, nullable=False),
+        sa.Column("demand_unit_minutes", sa.Float, nullable=False),
+        sa.Column("spill_unit_minutes", sa.Float, nullable=False),
+        sa.Column("peak_demand_units", sa.Float, nullable=False),
+        sa.Column("committed_unit_minutes", sa.BigInteger, nullable=False),
+        sa.Column("elastic_unit_minutes", sa.BigInteger, nullable=False),
+        sa.Column("dedicated_unit_month", sa.Float, nullable=False),
+        sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("deployment_id", "day", name="pk_cost_day"),
+        sa.ForeignKeyConstraint(
+            ["deployment_id"], ["deployment.id"],
+            name="fk_cost_day_deployment_id_deployment",
+        ),
+    )
+    op.execute(
+        "CREATE VIEW cost_month AS "
+        "SELECT d.id AS deployment_id, d.name AS deployment, "
+        "date_trunc('month', r.day::timestamp) AS month, "
+        "sum(r.minutes_billed)::int AS minutes_billed, "
+        "sum(r.minutes_covered)::int AS minutes_covered, "
+        "sum(r.committed_cost)::float8 AS committed_cost, "
+        "sum(r.elastic_cost)::float8 AS elastic_cost, "
+        "sum(r.spill_cost)::float8 AS spill_cost, "
+        "(sum(r.committed_cost) + sum(r.elastic_cost) + sum(r.spill_cost))::float8 AS total_cost, "
+        "sum(r.payg_cost)::float8 AS payg_cost, "
+        "(ceil(max(r.peak_demand_units)) * max(r.dedicated_unit_month) "
+        "* sum(r.minutes_billed) / 43200.0)::float8 AS dedicated_cost, "
+        "sum(r.demand_unit_minutes)::float8 AS demand_unit_minutes, "
+        "sum(r.spill_unit_minutes)::float8 AS spill_unit_minutes, "
+        "CASE WHEN sum(r.demand_unit_minutes) > 0 THEN "
+        "(sum(r.spill_unit_minutes) / sum(r.demand_unit_minutes))::float8 END AS spill_fraction, "
+        "(d.settings ->> 'max_spill_fraction')::float8 AS max_spill_fraction "
+        "FROM cost_day r JOIN deployment d ON d.id = r.deployment_id "
+        "GROUP BY d.id, date_trunc('month', r.day::timestamp)"
+    )
 
 
 def downgrade() -> None:
-    pass
+    op.execute("DROP VIEW cost_month")
+    op.drop_table("cost_day")
+    op.drop_table("capacity_commitment")

@@ -54,6 +54,7 @@ from scheduler.planning.headroom import HeadroomCurve
 from scheduler.planning.planner import SpillToDate
 from scheduler.providers.base import Holdings, Provider
 from scheduler.providers.errors import OutOfCapacityError, ProviderError
+from scheduler.store import costs as cost_store
 from scheduler.store import decisions as decision_store
 from scheduler.store import deployments as deployment_store
 from scheduler.store import forecasts as forecast_store
@@ -222,6 +223,9 @@ class Daemon:
         self._grantable: dict[str, tuple[int, dt.datetime]] = {}
         #: The caps of refusals journalled before this process started are read once.
         self._grantable_loaded = False
+        #: Commitments last written to ``capacity_commitment`` per deployment (#13): the
+        #: realised cost prices committed units at their term, written only on change.
+        self._commitments_recorded: dict[int, tuple[Any, ...]] = {}
         #: Whether each deployment's provider sells commitments (read once a day).
         self._sells_commitments: dict[str, tuple[bool, dt.date]] = {}
         # The service-level account: owned by the tick; a background read (a cold start
@@ -267,12 +271,16 @@ class Daemon:
                      zero_load_after_minutes=ingest.zero_load_after_minutes)
         with self.engine.begin() as conn:
             run_ids = forecast_store.insert_forecasts(conn, [f.record for f in fits.values()])
+            # Settled days' realised cost is rolled up before retention may drop their
+            # ledger minutes (#13).
+            cost_store.roll_up(conn, list(self._ids.values()), now)
             # Retention rides on the refit: dropping whole expired months is cheap and
             # idempotent, so doing it hourly keeps at most a month past the limit.
             dropped = retention.prune(conn, now, self.config.database.retention_days,
                                       keep_days=self.config.daemon.history_days + 7)
         if dropped:
             log.info("retention", dropped=dropped)
+        self._set_cost_gauges(now)
         previous = self._models
         if (previous is not None and previous.headroom_at is not None
                 and dt.timedelta(0) <= now - previous.headroom_at < HEADROOM_RECALIBRATE):
@@ -296,6 +304,16 @@ class Daemon:
         self._models = models
         log.info("refit", deployments=len(fits), as_of=now.isoformat())
         return models
+
+    def _set_cost_gauges(self, now: dt.datetime) -> None:
+        """Month-to-date cost by tier and spill fraction per deployment (#13)."""
+        with self.engine.connect() as conn:
+            month = cost_store.month_to_date(conn, list(self._ids.values()), now)
+        for name, ident in self._ids.items():
+            t = month[ident]
+            self.metrics.set_cost_month_to_date(
+                name, {"committed": t.committed, "elastic": t.elastic, "spill": t.spill,
+                       "dedicated": t.dedicated, "payg": t.payg}, t.spill_fraction)
 
     def refit_due(self, now: dt.datetime) -> bool:
         models = self._models
@@ -354,6 +372,7 @@ class Daemon:
             ledger_store.CapacityRecord(self._ids[name], origin, held.committed_at(origin),
                                         held.elastic_at(origin))
             for name, held in holdings.items() if name in self._ids]
+        self._record_commitments(holdings)
         month_start, month_end = rails.month_bounds(origin)
         committed_spend = sum(
             rails.committed_spend_in(
@@ -529,6 +548,19 @@ class Daemon:
         return _Decision(deployment=deployment, record=record, target=target,
                          current=current, reason=reason, commitments=new_commitments,
                          decided_day=local_now.date() if decide else None, outcome=outcome)
+
+    def _record_commitments(self, holdings: Mapping[str, Holdings]) -> None:
+        """Store the commitments the provider reports when they changed (realised cost)."""
+        changed = {
+            self._ids[name]: tuple((c.commitment_id, c.units, c.term_days, c.start, c.end)
+                                   for c in held.commitments)
+            for name, held in holdings.items() if name in self._ids}
+        changed = {i: c for i, c in changed.items()
+                   if c and self._commitments_recorded.get(i) != c}
+        if changed:
+            with self.engine.begin() as conn:
+                cost_store.record_commitments(conn, changed)
+            self._commitments_recorded.update(changed)
 
     def _record(self, decisions: list[_Decision], origin: dt.datetime,
                 capacity: list[ledger_store.CapacityRecord]) -> None:

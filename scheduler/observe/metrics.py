@@ -21,6 +21,11 @@ error_class}``
 ``held{deployment}``                       gauge      1 while capacity is held (stale usage)
 ``sending_stopped{deployment}``            gauge      1 while no action is sent to it: the
                                                       provider said "done" without a change
+``cost_month_to_date_dollars{deployment,   gauge      realised cost this UTC month (set at
+tier}``                                               each refit): committed, elastic, spill,
+                                                      and the baselines dedicated and payg
+``spill_fraction_month_to_date             gauge      spilled / demand unit-minutes this
+{deployment}``                                        UTC month
 =========================================  =========  ====================================
 
 The endpoint is off unless ``[daemon] metrics_address`` is set (:func:`start_metrics_server`).
@@ -40,6 +45,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 NAMESPACE = "capsched"
 TIERS = ("committed", "elastic")
+COST_TIERS = ("committed", "elastic", "spill", "dedicated", "payg")
 #: Ticks run each minute and normally take well under a second; the top buckets show a
 #: tick nearing the minute (the next one would be skipped as a misfire).
 TICK_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, math.inf)
@@ -180,6 +186,20 @@ class Metrics:
             namespace=NAMESPACE,
             registry=r,
         )
+        self._cost_mtd = Gauge(
+            "cost_month_to_date_dollars",
+            "Realised cost this UTC month by tier (and the dedicated/payg baselines).",
+            ["deployment", "tier"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
+        self._spill_mtd = Gauge(
+            "spill_fraction_month_to_date",
+            "Spilled over demanded unit-minutes this UTC month.",
+            ["deployment"],
+            namespace=NAMESPACE,
+            registry=r,
+        )
         self._paused.set(0)
         # Labelled children by (metric, labels): labels() validates and locks on every call,
         # which at five gauges per deployment per tick was a measurable slice of a tick.
@@ -233,15 +253,27 @@ class Metrics:
     def set_sending_stopped(self, deployment: str, stopped: bool) -> None:
         self._series(self._sending_stopped, deployment).set(1 if stopped else 0)
 
+    def set_cost_month_to_date(self, deployment: str, dollars: dict[str, float],
+                               spill_fraction: float | None) -> None:
+        """Month-to-date dollars by tier (``committed``, ``elastic``, ``spill``, and the
+        baselines ``dedicated``, ``payg``) and the spill fraction (NaN before any demand)."""
+        for tier, value in dollars.items():
+            self._series(self._cost_mtd, deployment, tier).set(value)
+        self._series(self._spill_mtd, deployment).set(
+            math.nan if spill_fraction is None else spill_fraction)
+
     def forget_deployment(self, deployment: str) -> None:
         """Drop a deployment's gauges (it left the config on reload) so none stay frozen."""
         for gauge in (self._demand, self._spill, self._forecast_error, self._held,
-                      self._sending_stopped):
+                      self._sending_stopped, self._spill_mtd):
             self._children.pop((gauge, (deployment,)), None)
             _remove(gauge, deployment)
         for tier in TIERS:
             self._children.pop((self._capacity, (deployment, tier)), None)
             _remove(self._capacity, deployment, tier)
+        for tier in COST_TIERS:
+            self._children.pop((self._cost_mtd, (deployment, tier)), None)
+            _remove(self._cost_mtd, deployment, tier)
 
 
 def _remove(gauge: Gauge, *labels: str) -> None:

@@ -31,6 +31,7 @@ TABLE_MODULES = (
     "scheduler.store.decisions",
     "scheduler.store.ledger",
     "scheduler.store.sources",
+    "scheduler.store.costs",
 )
 
 
