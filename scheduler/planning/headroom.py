@@ -269,10 +269,11 @@ def choose_cover(
     holding), a constant level of ``c`` units for every ``c`` up to the replay's peak
     (30-day committed rate) and pay-as-you-go alone (``c = 0``); each costs its capacity
     plus its replayed spill at ``spill_price`` dollars per unit-minute. The smallest
-    headroom meeting ``aim`` is kept when no constant level meeting it is cheaper (the
-    calibrated rule of :meth:`HeadroomCurve.headroom_for`). When no cover meets ``aim``
-    at or under the ceiling (default: dedicated capacity at the replay's peak), the
-    cheapest cover of all is held and the bound is reported, not chased.
+    headroom meeting ``aim`` (:meth:`HeadroomCurve.headroom_for`) is kept whenever it
+    costs at most the ceiling; otherwise the cheapest cover meeting ``aim`` is held.
+    When no cover meets ``aim`` at or under the ceiling (default: dedicated capacity at
+    the replay's peak), the cheapest cover of all is held and the bound is reported,
+    not chased.
     A curve without pricing data gives the smallest headroom meeting ``aim`` (None when
     none does).
     """
@@ -305,7 +306,9 @@ def choose_cover(
         hr = curve.headroom_for(target)
         if hr is not None:
             i = curve.headrooms.index(hr)
-            if h_cost[i] <= c_cost[best_c]:
+            # A calibrated headroom that meets the target is kept (a constant level priced
+            # at the 30-day rate looks cheaper on a replay than it is when demand falls).
+            if h_cost[i] <= ceiling + 1e-9 or h_cost[i] <= c_cost[best_c]:
                 return "headroom", i, float(h_cost[i])
         return "level", best_c, float(c_cost[best_c])
 
