@@ -219,3 +219,16 @@ def test_no_30_day_term_under_three_days_of_evidence() -> None:
     by_term = {c.term_days: c.units for c in p.new_commitments}
     assert 30 not in by_term
     assert by_term[7] == 5  # the 7-day ladder: ceil(10 / 2 tranches)
+
+
+def test_the_bound_alert_is_logged_once_a_day() -> None:
+    from structlog.testing import capture_logs
+
+    from scheduler.pipeline import plan as pipeline_plan
+
+    with capture_logs() as logs:
+        for minutes in (0, 1, 60):
+            pipeline_plan._alert_once("bursty-x", T0 + dt.timedelta(minutes=minutes), "costly")
+        pipeline_plan._alert_once("bursty-x", T0 + dt.timedelta(days=1), "costly")
+    alerts = [e for e in logs if e["event"] == "service_level_bound_alert"]
+    assert [(e["deployment"], e["log_level"]) for e in alerts] == [("bursty-x", "warning")] * 2
