@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Top first. "ground" is scheduler/config.py, credentials.py, database.py and __init__.py.
 RANKS = [
     "cli",
+    "report",
     "daemon",
     "pipeline",
     "planning",

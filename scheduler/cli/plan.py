@@ -162,6 +162,10 @@ def cmd_backtest(ctx: cli.Context) -> int:
     summary = run_backtest(usage, deployment, ctx.args.out, start=ctx.args.start,
                            end=ctx.args.end)
     print(json.dumps(summary, indent=2, default=str))
+    # A human line after the JSON, on stderr so stdout stays one JSON document (#13).
+    from scheduler.report.text import backtest_line
+
+    print(backtest_line(summary), file=sys.stderr)
     return cli.EXIT_OK
 
 
