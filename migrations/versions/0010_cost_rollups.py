@@ -11,6 +11,11 @@ daily cost roll-up by tier (``cost_day``) and its calendar-month view (``cost_mo
   outlives the raw ledger minutes (pruned after two months).
 * ``cost_month``: ``cost_day`` summed per UTC calendar month; dedicated at peak is
   ``ceil(max demand_units) x dedicated_unit_month x minutes / 43,200``.
+* Views for SQL readers and the Grafana dashboard (``dashboards/``), granted to
+  ``capsched_reader`` (migration 0008) with ``cost_month``: ``cost_daily`` (``cost_day``
+  with the deployment's name, total and dedicated at the day's peak),
+  ``capacity_demand_minute`` (the ledger with the usage of the same minutes, in units) and
+  ``recent_alerts`` (drift events and failed actions).
 
 Revision ID: 0010
 Revises: 0009
@@ -91,9 +96,44 @@ def upgrade() -> None:
         "FROM cost_day r JOIN deployment d ON d.id = r.deployment_id "
         "GROUP BY d.id, date_trunc('month', r.day::timestamp)"
     )
+    op.execute(
+        "CREATE VIEW cost_daily AS "
+        "SELECT d.name AS deployment, r.*, "
+        "(r.committed_cost + r.elastic_cost + r.spill_cost)::float8 AS total_cost, "
+        "(ceil(r.peak_demand_units) * r.dedicated_unit_month * r.minutes_billed / 43200.0)"
+        "::float8 AS dedicated_cost "
+        "FROM cost_day r JOIN deployment d ON d.id = r.deployment_id"
+    )
+    op.execute(
+        "CREATE VIEW capacity_demand_minute AS "
+        "SELECT d.name AS deployment, c.deployment_id, c.minute, c.committed_units, "
+        "c.elastic_units, u.demand_units, "
+        "greatest(0, u.demand_units - (c.committed_units + c.elastic_units)) AS spill_units "
+        "FROM capacity_minute c JOIN deployment d ON d.id = c.deployment_id "
+        "LEFT JOIN usage_minute u ON u.deployment_id = c.deployment_id AND u.minute = c.minute"
+    )
+    op.execute(
+        "CREATE VIEW recent_alerts AS "
+        "SELECT e.observed_at AS at, d.name AS deployment, 'drift: ' || e.kind AS alert, "
+        "e.expected::text AS expected, e.actual::text AS actual "
+        "FROM drift_event e JOIN deployment d ON d.id = e.deployment_id "
+        "UNION ALL "
+        "SELECT a.decided_at, d.name, "
+        "'failed ' || a.kind || coalesce(' (' || a.error_class || ')', ''), "
+        "a.target_units::text, a.last_error "
+        "FROM action a JOIN deployment d ON d.id = a.deployment_id WHERE a.state = 'failed'"
+    )
+    op.execute(
+        "DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'capsched_reader') "
+        "THEN GRANT SELECT ON cost_month, cost_daily, capacity_demand_minute, recent_alerts "
+        "TO capsched_reader; END IF; END $$;"
+    )
 
 
 def downgrade() -> None:
+    op.execute("DROP VIEW recent_alerts")
+    op.execute("DROP VIEW capacity_demand_minute")
+    op.execute("DROP VIEW cost_daily")
     op.execute("DROP VIEW cost_month")
     op.drop_table("cost_day")
     op.drop_table("capacity_commitment")
