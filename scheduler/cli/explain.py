@@ -65,7 +65,8 @@ def render_text(name: str, e: Explanation) -> str:
         if p.interval_start is None:
             lines.append("    no interval of this plan covers the minute (beyond its horizon)")
         else:
-            q = ", ".join(f"q{k}={v:.3f}" for k, v in (p.demand_quantiles or {}).items())
+            q = ", ".join(f"q{k}={v:.3f}" for k, v in sorted(
+                (p.demand_quantiles or {}).items(), key=lambda kv: float(kv[0])))
             lines.append(f"    interval {p.interval_start:%H:%M}-{p.interval_end:%H:%MZ}: "
                          f"{p.committed_units} committed + elastic target {p.elastic_target}"
                          f"; planned-on demand quantiles (interval max) {q}; expected spill "
