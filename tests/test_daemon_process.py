@@ -109,6 +109,17 @@ def _start(env: dict[str, str], replay_from: dt.datetime, speed: float) -> subpr
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _stop(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    """SIGTERM and wait; a daemon that does not stop in 60 s is killed (never left behind)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate(timeout=30)
+        raise
+
+
 def _wait_for(predicate, timeout: float) -> bool:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -134,17 +145,17 @@ def test_daemon_scales_up_before_the_peak_and_stops_cleanly_on_sigterm(
     try:
         assert _wait_for(scaled_up, 90), "no confirmed scale-up effective by 08:00"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
+        out, err = _stop(proc)
     assert proc.returncode == 0, err[-2000:]
     events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     ticks = [e for e in events if e.get("event") == "tick"]
     assert ticks and all("tick_id" in t and "actions_sent" in t for t in ticks)
     names = [e.get("event") for e in events]
     assert "daemon_stopping" in names
-    # No tick after it; library loggers (APScheduler's shutdown line, routed through
-    # structlog since #10 item 15) may follow it.
-    assert "tick" not in names[names.index("daemon_stopping"):]
+    # At most the tick in flight at the signal finishes after it; library loggers
+    # (APScheduler's job and shutdown lines, routed through structlog since #10 item 15) may
+    # follow it too.
+    assert names[names.index("daemon_stopping"):].count("tick") <= 1
 
     # The same daemon restarted before the evening drop scales down after it.
     evening = _start(env, DAY.replace(hour=17, minute=55), speed=120)
@@ -159,8 +170,7 @@ def test_daemon_scales_up_before_the_peak_and_stops_cleanly_on_sigterm(
     try:
         assert _wait_for(scaled_down, 90), "no confirmed scale-down after 18:00"
     finally:
-        evening.send_signal(signal.SIGTERM)
-        evening.communicate(timeout=60)
+        _stop(evening)
     assert evening.returncode == 0
 
 
@@ -188,8 +198,7 @@ def test_two_daemons_one_acts_and_the_other_takes_over_after_a_kill(
     finally:
         for proc in (first, second):
             if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                proc.communicate(timeout=60)
+                _stop(proc)
 
 
 def test_sighup_reloads_the_config(
@@ -215,8 +224,7 @@ def test_sighup_reloads_the_config(
         assert _wait_for(lambda: deployments() == {"bot", "bot-eu"}, 60)
         assert proc.poll() is None, "SIGHUP must not stop the daemon"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
+        out, err = _stop(proc)
     assert proc.returncode == 0, err[-2000:]
     assert any('"config_reloaded"' in line for line in out.splitlines())
 
