@@ -192,9 +192,7 @@ def test_level_shift_held_capacity_stays_within_the_evidence(runs: Any, name: st
 
 
 @pytest.mark.parametrize("name", [
-    pytest.param("level-up-2x", marks=pytest.mark.xfail(strict=True, reason=(
-        "#9: a step up 4 h after the last refit: capacity stays at the old peak all day "
-        "(20 % spill in these 24 h; 0.6 % when the window, so the refit, starts at 00:00)"))),
+    "level-up-2x",
     pytest.param("level-down-0.5x", marks=pytest.mark.xfail(strict=True, reason=(
         "#9: after a step down the old daily shape is replayed: up to 8 units held for a "
         "3-unit peak, dearer than dedicated at the new peak"))),

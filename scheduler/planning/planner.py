@@ -140,7 +140,7 @@ class PlannerSettings:
     #: Demand that held at least x for the last this many minutes is a level, not noise:
     #: the first ``persist_hold_minutes`` of the plan hold at least x (a level change
     #: reaches capacity within the hour, before the forecast has caught up with it).
-    persist_minutes: int = 30
+    persist_minutes: int = 15
     persist_hold_minutes: int = 60
 
 
@@ -600,7 +600,7 @@ def plan(
     persisted = persisted_level(recent, s.persist_minutes)
 
     def service_floor(x: FloatArray, c: Cover | None) -> FloatArray:
-        if persisted <= 0 or (c is not None and c.kind != "headroom"):
+        if persisted <= 0 or (c is not None and c.kind == "payg"):
             return x
         x = x.copy()
         x[:s.persist_hold_minutes] = np.maximum(x[:s.persist_hold_minutes], persisted)
@@ -614,7 +614,8 @@ def plan(
         tight_cover = (choose_cover(headroom, dep, tight_aim, q, ceiling_per_minute=ceiling)
                        if cover is not None and headroom is not None else None)
         x_tight = service_floor(service(tight_cover, tight_target), tight_cover)
-        need_tight = required(x_tight)
+        # Tightening never holds less than the plan would without the overrun.
+        need_tight = np.maximum(required(x_tight), need)
         extra = float(np.maximum(need_tight - need, 0).sum()) * re
         allowance_dollars = debt * q
         if extra <= allowance_dollars + 1e-9:
