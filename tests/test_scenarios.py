@@ -312,8 +312,6 @@ def test_short_history_backtests_without_error_and_within_evidence(runs: Any, na
     assert not run.commitments, "a commitment bought on less than a day of history"
 
 
-@pytest.mark.xfail(strict=True, reason="#9: cold start of 2 days costs 1.65x the hindsight "
-                   "optimum (a 2nd 30-day unit bought on day 2 of history)")
 def test_cold_start_of_two_days_meets_the_bound_within_1_6x_hindsight(runs: Any) -> None:
     run = runs("short-2d")
     assert_met_within(run, 1.6)
