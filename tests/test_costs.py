@@ -188,3 +188,28 @@ def test_cost_month_of_a_replayed_week_equals_the_contract_to_the_cent(
     assert month["minutes_billed"] == len(held)
     assert abs(month["spill_unit_minutes"] - spill_sum) < 1e-6
     assert abs(month["demand_unit_minutes"] - demand_sum) < 1e-6
+
+
+def test_retention_rolls_the_ledger_up_before_dropping_its_months(
+    engine: sa.Engine, tmp_path: Path
+) -> None:
+    from scheduler.store import retention
+
+    bot = _sync(engine, CONFIG)["bot"]
+    day = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
+    minutes = [day + dt.timedelta(minutes=i) for i in range(1440)]
+    trace = tmp_path / "usage.csv"
+    with trace.open("w") as handle:
+        write_usage_csv(((t, *_usage(t), 10) for t in minutes), handle)
+    ingest_files(engine, [str(trace)], deployment="bot", source="gw")
+    with engine.begin() as conn:
+        ledger.record_capacity(conn, [ledger.CapacityRecord(bot, t, 0, 3) for t in minutes])
+    now = dt.datetime(2026, 4, 15, tzinfo=dt.UTC)
+    with engine.begin() as conn:
+        dropped = retention.prune(conn, now, retention_days=400)
+    assert "capacity_minute_p202601" in dropped
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM capacity_minute")).scalar() == 0
+        (kept,) = costs.stored_days(conn, [bot], day.date(), day.date() + dt.timedelta(days=1))
+    assert round(kept.elastic_cost, 2) == round(3 * 24 * 38.0264, 2)
+    assert kept.minutes_covered == 1440 and kept.spill_cost == 0

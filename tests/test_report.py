@@ -4,7 +4,8 @@ totals checked against ``summary.json`` to the cent; ``--format png``; bad input
 
 from __future__ import annotations
 
-import datetime as dt
+import contextlib
+import io
 import json
 import os
 import re
@@ -17,9 +18,7 @@ import pytest
 from matplotlib import image
 
 from scheduler.cli.main import main
-from scheduler.ingest.files import read_usage_file
-from scheduler.planning.backtest import run_backtest
-from tests.test_backtest import field_deployment, field_trace
+from tests.test_backtest import field_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 FIELD_CONFIG = ROOT / "examples" / "field_case" / "capsched.toml"
@@ -47,13 +46,34 @@ def run_chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]
 
 
 @pytest.fixture(scope="module")
-def field_backtest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def field_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The field case through `capsched backtest` (as a user runs it): its output
+    directory and what it printed on stderr."""
     tmp = tmp_path_factory.mktemp("field")
     out = tmp / "out"
-    run_backtest(read_usage_file(field_trace(tmp / "field_case.csv")), field_deployment(), out,
-                 start=dt.datetime(2026, 3, 9, tzinfo=dt.UTC),
-                 end=dt.datetime(2026, 4, 8, tzinfo=dt.UTC))
-    return out
+    trace = field_trace(tmp / "field_case.csv")
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        assert main(["--config", str(FIELD_CONFIG), "backtest", "--usage", str(trace),
+                     "--deployment", "support-bot", "--out", str(out),
+                     "--start", "2026-03-09T00:00Z", "--end", "2026-04-08T00:00Z"]) == 0
+    assert json.loads(stdout.getvalue()) == json.loads((out / "summary.json").read_text())
+    return out, stderr.getvalue()
+
+
+@pytest.fixture(scope="module")
+def field_backtest(field_run: tuple[Path, str]) -> Path:
+    return field_run[0]
+
+
+def test_backtest_prints_a_human_summary_line(field_run: tuple[Path, str]) -> None:
+    out, stderr = field_run
+    summary = json.loads((out / "summary.json").read_text())
+    line = stderr.strip().splitlines()[-1]
+    assert line.startswith("support-bot 2026-03-09..2026-04-08: ")
+    assert f"${summary['cost']['total']:,.2f}" in line
+    assert f"dedicated ${summary['baselines']['dedicated_at_peak']['cost']:,.2f}" in line
+    assert "spill 0% (bound 0%)" in line
 
 
 def _pixels_near(rgb: np.ndarray, hex_color: str, tol: float = 0.06) -> int:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 import structlog
 
-from scheduler.store import ledger, usage
+from scheduler.store import costs, ledger, usage
 from scheduler.store.partitions import monthly_partitions_before
 
 #: Days of each deployment's latest usage retention never drops: the daemon's default
@@ -95,5 +95,10 @@ def prune(
         usage_before=plan.usage_cutoff.isoformat(), ledger_before=plan.ledger_cutoff.isoformat(),
         retention_days=retention_days,
     )
+    if plan.ledger_partitions:
+        # The realised cost of the ledger months about to go is rolled up first, while
+        # their usage is still there (#13): cost_day outlives the raw minutes.
+        ids = conn.execute(sa.text("SELECT id FROM deployment")).scalars().all()
+        costs.roll_up(conn, [int(i) for i in ids], now)
     dropped = usage.drop_partitions_before(conn, plan.usage_cutoff)
     return dropped + ledger.prune(conn, now)
