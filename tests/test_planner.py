@@ -84,6 +84,22 @@ def test_ladder_caps_each_decision() -> None:
     assert by_term[7] == 10  # 15 wanted, capped at ceil((5 + 15) / 2 tranches)
 
 
+def test_only_the_terms_the_provider_sells_are_bought() -> None:
+    # The ladder buys both terms when both are sold (test above); Bedrock sells 30-day
+    # terms only and Azure none through its API (ProviderLimits.supported_terms).
+    d = deployment(spill=0.0)
+    fc = forecast(T0, np.full(10080, 20.0), 0.0)
+    both = PlannerSettings(horizon_minutes=90, ladder_tranches_30d=4)
+    only_30 = PlannerSettings(horizon_minutes=90, ladder_tranches_30d=4, commit_terms=(30,))
+    none = PlannerSettings(horizon_minutes=90, ladder_tranches_30d=4, commit_terms=())
+    terms = {c.term_days for c in plan(fc, Holdings(), d, T0, settings=both,
+                                       commit_forecast=fc).new_commitments}
+    assert terms == {30, 7}
+    p30 = plan(fc, Holdings(), d, T0, settings=only_30, commit_forecast=fc)
+    assert [(c.term_days, c.units) for c in p30.new_commitments] == [(30, 5)]
+    assert plan(fc, Holdings(), d, T0, settings=none, commit_forecast=fc).new_commitments == ()
+
+
 def test_payg_cheaper_is_reported() -> None:
     d = deployment(spill=0.05)
     p = plan(forecast(T0, np.full(90, 5.0), 0.2), Holdings(), d, T0, settings=SETTINGS,

@@ -102,7 +102,9 @@ def cmd_plan(ctx: cli.Context) -> int:
                 if deployment.name not in histories:
                     continue  # stale: reported above
                 try:
-                    holdings = providers.get(deployment.provider).holdings(deployment.name)
+                    provider = providers.get(deployment.provider)
+                    holdings = provider.holdings(deployment.name)
+                    terms = tuple(provider.limits(deployment.name).supported_terms)
                 except (ProviderError, ConfigError) as exc:
                     failures.append(f"{deployment.name}: cannot read provider holdings: {exc}")
                     continue
@@ -120,7 +122,9 @@ def cmd_plan(ctx: cli.Context) -> int:
                         headroom=headroom.get(history.deployment.name),
                         commit_forecast=fit.model.predict(
                             history.demand, origin=fit.record.as_of,
-                            horizon=COMMIT_FORECAST_MINUTES))
+                            horizon=COMMIT_FORECAST_MINUTES) if terms else None,
+                        zero_load_after_minutes=ctx.config.ingest.zero_load_after_minutes,
+                        commit_terms=terms)
                     plan_id = plan_store.insert_plan(conn, outcome.record)
                 summaries.append(_summary(deployment.name, plan_id, outcome.record))
     for failure in failures:

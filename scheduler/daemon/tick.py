@@ -227,7 +227,7 @@ class Daemon:
         #: realised cost prices committed units at their term, written only on change.
         self._commitments_recorded: dict[int, tuple[Any, ...]] = {}
         #: Whether each deployment's provider sells commitments (read once a day).
-        self._sells_commitments: dict[str, tuple[bool, dt.date]] = {}
+        self._terms_on_offer: dict[str, tuple[tuple[int, ...], dt.date]] = {}
         # The service-level account: owned by the tick; a background read (a cold start
         # late in the month) hands its result over through _warmed.
         self._account: ServiceAccount | None = None
@@ -467,7 +467,7 @@ class Daemon:
         # it is taken on the first fresh tick instead of on a forecast nothing supports.
         decide = (local_now.strftime("%H:%M") >= self.config.daemon.commit_decision_time
                   and decided_on != local_now.date() and not stale
-                  and self._commitments_on_offer(deployment, local_now.date()))
+                  and bool(self._terms_on_offer_for(deployment, local_now.date())))
         # Re-plan when what the plan stood on moved: committed units, staleness, the model,
         # or an elastic target other than the one this daemon last asked for (a rejected
         # action or a change by hand). Our own confirmed actions are what the plan wanted.
@@ -498,7 +498,10 @@ class Daemon:
                 horizon_minutes=self.config.daemon.plan_horizon_minutes,
                 forecast_run_id=models.run_ids.get(deployment.name), commit_forecast=commit_fc,
                 held=stale, spill_to_date=spill_to_date,
-                headroom=models.headroom.get(deployment.name))
+                headroom=models.headroom.get(deployment.name),
+                zero_load_after_minutes=self.config.ingest.zero_load_after_minutes,
+                commit_terms=(self._terms_on_offer_for(deployment, local_now.date())
+                              if decide else (30, 7)))
             record = result.record
             new_commitments, cut = rails.commitments_with_evidence(
                 result.plan.new_commitments, committed_now=committed_now,
@@ -773,20 +776,20 @@ class Daemon:
         log.warning("out_of_capacity_partial", deployment=name, grantable=available,
                     retry_full_at=(minute_floor(now) + GRANTABLE_RETRY).isoformat())
 
-    def _commitments_on_offer(self, deployment: Deployment, day: dt.date) -> bool:
-        """Whether the deployment's provider sells commitments (asked once a local day):
-        a plan must not lean on a purchase that cannot happen (it would hold no elastic
-        unit for load the commitment was to serve)."""
-        known = self._sells_commitments.get(deployment.name)
+    def _terms_on_offer_for(self, deployment: Deployment, day: dt.date) -> tuple[int, ...]:
+        """Commitment terms (days) the deployment's provider sells, asked once a local day
+        (empty: it sells none). A plan must not lean on a purchase that cannot happen (it
+        would hold no elastic unit for load the commitment was to serve)."""
+        known = self._terms_on_offer.get(deployment.name)
         if known is not None and known[1] == day:
             return known[0]
         try:
-            sells = self.providers.get(deployment.provider).limits(
-                deployment.name).supports_commitments
+            terms = tuple(self.providers.get(deployment.provider).limits(
+                deployment.name).supported_terms)
         except (ProviderError, ConfigError):
-            return True  # unknown: decide as before; a refusal is journalled
-        self._sells_commitments[deployment.name] = (sells, day)
-        return sells
+            return (30, 7)  # unknown: decide as before; a refusal is journalled
+        self._terms_on_offer[deployment.name] = (terms, day)
+        return terms
 
     def _providers_in_use(self) -> dict[str, tuple[Provider, dict[int, str]]]:
         grouped: dict[str, tuple[Provider, dict[int, str]]] = {}

@@ -87,6 +87,8 @@ def make_plan(
     spill_to_date: planner.SpillToDate | None = None,
     headroom: HeadroomCurve | None = None,
     zero_run: bool = False,
+    zero_load_after_minutes: int = forecasting.ZERO_LOAD_AFTER_MINUTES,
+    commit_terms: tuple[int, ...] = (30, 7),
 ) -> PlanOutcome:
     """Plan one deployment; commitments are decided only when ``commit_forecast`` is given.
 
@@ -94,21 +96,30 @@ def make_plan(
     when it spilled above ``max_spill_fraction``, the plan tightens to pay the excess back.
     ``headroom`` is the deployment's calibrated curve (``pipeline.headroom_by_deployment``).
     ``held`` (usage stale) and ``zero_run`` (a sustained run of reported zeros) defer
-    commitment decisions (:func:`scheduler.planning.planner.commitment_block`). Capacity
-    stays within a factor of the highest demand of the last ``EVIDENCE_MINUTES``.
+    commitment decisions (:func:`scheduler.planning.planner.commitment_block`); a zero run
+    is also found here from the history (``zero_load_after_minutes``, the ``[ingest]``
+    setting). ``commit_terms`` are the commitment terms (days) the provider sells
+    (``ProviderLimits.supported_terms``): the plan never leans on a term that cannot be
+    bought. Capacity stays within a factor of the highest demand of the last
+    ``EVIDENCE_MINUTES``.
     """
     deployment = history.deployment
     recent = history.demand[-PREDICT_RECENT_MINUTES:]
     past = history.demand[-SEASONAL_HISTORY_MINUTES:]
-    fc = planning_forecast(forecast, now, recent, past)
+    fc = planning_forecast(forecast, now, recent, past,
+                           zero_load_after_minutes=zero_load_after_minutes)
+    zero_run = zero_run or bool(
+        forecasting.sustained_zeros(past, min_run=zero_load_after_minutes))
     price = payg_price_per_unit_minute(history, deployment)
-    settings = planner.PlannerSettings(horizon_minutes=horizon_minutes)
+    settings = planner.PlannerSettings(horizon_minutes=horizon_minutes,
+                                       commit_terms=tuple(commit_terms))
     evidence = history.demand[-EVIDENCE_MINUTES:]
     seen = evidence[np.isfinite(evidence)]
     result = planner.plan(
         fc, planner_holdings(holdings), deployment, now, settings=settings,
         commit_forecast=(None if commit_forecast is None
-                         else planning_forecast(commit_forecast, now, recent, past)),
+                         else planning_forecast(commit_forecast, now, recent, past,
+                                                zero_load_after_minutes=zero_load_after_minutes)),
         spill_to_date=spill_to_date, spill_price=price, headroom=headroom,
         recent_peak=float(seen.max()) if seen.size else None,
         commit_evidence=(None if commit_forecast is None else planner.CommitEvidence(

@@ -130,6 +130,9 @@ class PlannerSettings:
     ladder_tranches_7d: int = 2
     #: Minutes until the next commitment decision (a unit must be needed before then).
     commit_period_minutes: int = 1440
+    #: Commitment terms (days) the provider sells: ``ProviderLimits.supported_terms``
+    #: (Azure sells none through its API, Bedrock 30-day "OneMonth" terms only).
+    commit_terms: tuple[int, ...] = (30, 7)
     #: Forecast values this close above an integer still round down to it.
     round_tolerance: float = 1e-6
     #: Points of the dense quantile grid used for expected spill.
@@ -806,6 +809,8 @@ def _decide_commitments(
     """
     bought: list[Commitment] = []
     for term in (30, 7):
+        if term not in s.commit_terms:
+            continue
         minutes = term * 1440
         values = fc.window(now, min(fc.horizon - _offset(fc, now), minutes))
         basis = np.maximum(quantile_at(fc.levels, values, s.commit_quantile) * factor, floor)
