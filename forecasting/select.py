@@ -97,6 +97,7 @@ class Choice:
             "origins": self.origins,
             "validation_horizon_steps": self.horizon_steps,
             "degraded": self.degraded,
+            "fast_path": False,
         }
 
 
@@ -275,6 +276,7 @@ def select_forecast(
         sel = (choice or Choice((fc.model,), (1.0,), math.nan, {}, 0, 0)).to_dict()
         sel["chosen"] = fc.model
         sel["degraded"] = reason
+        sel["fast_path"] = True
         return _with_selection(fc, sel)
 
     g = _grid(n, horizon, step_minutes, start, timezone, cal)
