@@ -355,8 +355,10 @@ NOON = DAY.replace(hour=12)
 DAEMON_CONFIG = DAEMON_SECTIONS
 
 
-def deployment_toml(name: str) -> str:
+def deployment_toml(name: str, payg_per_mtok: tuple[float, float] | None = None) -> str:
     # Pay-as-you-go is far cheaper than a unit here: capacity follows the service level.
+    payg = ("" if payg_per_mtok is None else
+            f"payg_input_per_mtok = {payg_per_mtok[0]}\npayg_output_per_mtok = {payg_per_mtok[1]}\n")
     return f"""
 [[deployment]]
 name = "{name}"
@@ -369,11 +371,11 @@ max_spill_fraction = 0.05
 [deployment.pricing]
 elastic_unit_hour = 38.0264
 dedicated_unit_month = 27379
-"""
+{payg}"""
 
 
-def load_config(*names: str) -> Config:
-    text = DAEMON_CONFIG + "".join(deployment_toml(n) for n in names)
+def load_config(*names: str, payg_per_mtok: tuple[float, float] | None = None) -> Config:
+    text = DAEMON_CONFIG + "".join(deployment_toml(n, payg_per_mtok) for n in names)
     return parse_config(tomllib.loads(text))
 
 
@@ -477,8 +479,10 @@ def test_a_spill_debt_raises_the_planned_capacity(
     spy: dict[str, SpillToDate | None],
 ) -> None:
     # Two deployments alike in all but their month so far: one spilled all of its demand
-    # for six hours on the 10th (held nothing), the other held plenty.
-    cfg = load_config("owes", "clean")
+    # for six hours on the 10th (held nothing), the other held plenty. Spill is priced high
+    # enough (80x the default pay-as-you-go) that repaying the overrun costs less than the
+    # spill it repays: a cheaper overrun is not chased (test below).
+    cfg = load_config("owes", "clean", payg_per_mtok=(200.0, 800.0))
     clock = Clock(NOON)
     daemon = make_daemon(cfg, clock)
     ingest_same_usage(engine, tmp_path, ("owes", "clean"), DAY + dt.timedelta(days=1))
@@ -505,6 +509,29 @@ def test_a_spill_debt_raises_the_planned_capacity(
         spill: dict[str, float] = dict(conn.execute(sa.text(
             "SELECT deployment, expected_spill_fraction FROM current_plan")).all())
     assert spill["owes"] < spill["clean"]
+
+
+def test_an_overrun_dearer_to_repay_than_its_spill_is_reported_not_chased(
+    engine: sa.Engine, tmp_path: Path, make_daemon: Any,
+) -> None:
+    # The same debt at the default prices: the spill cost dollars where repaying it would
+    # cost hundreds of capacity, so the plan holds what it would hold without the debt
+    # and says why (issue #9: repaying a spill overrun is bounded by cost).
+    cfg = load_config("owes", "clean")
+    clock = Clock(NOON)
+    daemon = make_daemon(cfg, clock)
+    ingest_same_usage(engine, tmp_path, ("owes", "clean"), DAY + dt.timedelta(days=1))
+    record_history(engine, daemon._ids["owes"], 0, T0, 360)
+    record_history(engine, daemon._ids["clean"], 20, T0, 360)
+    assert daemon.tick(clock.now).ok
+    assert capacity_minutes(engine, "owes") == capacity_minutes(engine, "clean")
+    with engine.connect() as conn:
+        rules = dict(conn.execute(sa.text(
+            "SELECT d.name, array_agg(r->>'rule') FROM plan p JOIN deployment d "
+            "ON d.id = p.deployment_id, jsonb_array_elements(p.reasons) r "
+            "GROUP BY d.name")).all())
+    assert "overrun_not_repaid" in rules["owes"]
+    assert "overrun_not_repaid" not in rules["clean"]
 
 
 def test_each_tick_records_one_ledger_row_per_deployment(
