@@ -676,7 +676,8 @@ def test_dry_run_plans_with_the_month_so_far(
     db_url: str, engine: sa.Engine, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = tmp_path / "capsched.toml"
-    path.write_text(DAEMON_CONFIG + deployment_toml("bot"))
+    # Spill priced so that repaying the overrun costs less than it (see the daemon test).
+    path.write_text(DAEMON_CONFIG + deployment_toml("bot", payg_per_mtok=(200.0, 800.0)))
     args = ["--config", str(path), "--database-url", db_url]
     trace = noisy_trace(tmp_path / "usage.csv", NOON)
     assert main([*args, "ingest", str(trace), "--deployment", "bot"]) == 0
