@@ -53,3 +53,34 @@ def test_dry_run_is_quiet_and_refuses_to_overlap(
     assert code == EXIT_LOCKED
     assert "another `capsched plan` is running" in capsys.readouterr().err
 
+
+
+@pytest.mark.parametrize("horizon", ["0", "0m", "-5"])
+def test_a_horizon_that_is_not_positive_is_a_usage_error(
+    base: list[str], capsys: pytest.CaptureFixture[str], horizon: str
+) -> None:
+    for command in (["plan", "--dry-run"], ["forecast"]):
+        try:
+            code = main([*base, *command, "--now", NOW.isoformat(), f"--horizon={horizon}"])
+        except SystemExit as exc:  # argparse's own exit for a bad option
+            code = exc.code
+        assert code == 2
+        assert "must be positive" in capsys.readouterr().err or horizon == "-5"
+
+
+def test_dry_run_at_now_counts_what_the_provider_holds_at_now(
+    base: list[str], engine: sa.Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The daemon's tick at NOW buys the 30-day level; a dry run five minutes later must see
+    # it at the (simulated) provider and propose no second one. Before the fix the dry run
+    # read the provider at the wall clock (2026-11), where nothing bought in March is held.
+    assert main([*base, "run", "--once", "--now", NOW.isoformat()]) == 0
+    with engine.connect() as conn:
+        bought = conn.execute(sa.text("SELECT count(*) FROM sim_commitment")).scalar()
+    assert bought and bought > 0
+    capsys.readouterr()
+    later = NOW + dt.timedelta(minutes=5)
+    assert main([*base, "plan", "--dry-run", "--now", later.isoformat(), "--format", "json"]) == 0
+    (summary,) = json.loads(capsys.readouterr().out)
+    assert summary["new_commitments"] == 0
+    assert summary["committed_cost"] > 0  # the held commitment is priced into the plan

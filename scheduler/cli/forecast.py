@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import json
 import sys
@@ -178,7 +179,10 @@ def cmd_forecast_eval(ctx: cli.Context) -> int:
     if parsed.deployments is not None and len(set(parsed.deployments.tolist())) > 1:
         raise cli.CommandError(f"{parsed.path}: holds several deployments; evaluate one at a time",
                                cli.EXIT_USAGE)
-    horizons = [cli.parse_duration_minutes(h.strip()) for h in ctx.args.horizons.split(",")]
+    try:
+        horizons = [cli.parse_duration_minutes(h.strip()) for h in ctx.args.horizons.split(",")]
+    except argparse.ArgumentTypeError as exc:
+        raise cli.CommandError(f"--horizons: {exc}", cli.EXIT_USAGE) from None
     # Put the rows on a regular grid: an absent minute is missing (NaN), never zero.
     offsets = (parsed.minutes - parsed.minutes[0]).astype(np.int64)
     series = np.full(int(offsets[-1]) + 1, np.nan)

@@ -75,13 +75,18 @@ def parse_time(text: str) -> dt.datetime:
 
 
 def parse_duration_minutes(text: str) -> int:
+    """A positive duration in minutes from ``90``, ``90m``, ``24h`` or ``7d``.
+
+    Raises ``argparse.ArgumentTypeError`` for anything else, zero and negatives included
+    (a zero horizon has nothing to forecast or plan)."""
     units = {"m": 1, "h": 60, "d": 1440}
     try:
-        if text[-1] in units:
-            return int(text[:-1]) * units[text[-1]]
-        return int(text)
+        minutes = int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
     except (ValueError, IndexError):
         raise argparse.ArgumentTypeError(f"not a duration like 90m, 24h or 7d: {text!r}") from None
+    if minutes <= 0:
+        raise argparse.ArgumentTypeError(f"a duration must be positive: {text!r}")
+    return minutes
 
 
 def _env_default(name: str) -> str | None:
@@ -173,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_psql.set_defaults(handler=cmd_db_psql)
     p_prune = db_sub.add_parser(
         "prune", help="drop usage months older than retention_days (never a deployment's "
-                      "latest 35 days) and capacity ledger months before the previous one")
+                      "latest history_days + 7 days, as the daemon) and capacity ledger "
+                      "months before the previous one")
     p_prune.add_argument("--dry-run", action="store_true",
                          help="list the partitions that would be dropped, drop nothing")
     p_prune.set_defaults(handler=cmd_db_prune)
@@ -379,16 +385,18 @@ def cmd_db_psql(ctx: Context) -> int:
 def cmd_db_prune(ctx: Context) -> int:
     now = utc_now()
     days = ctx.config.database.retention_days
+    # The same margin as the daemon's hourly pass: never usage the next refit still reads.
+    keep = ctx.config.daemon.history_days + 7
     if ctx.args.dry_run:
         with connected(ctx, sync=False) as engine, engine.connect() as conn:
-            plan = retention.plan_prune(conn, now, days)
+            plan = retention.plan_prune(conn, now, days, keep_days=keep)
         print(f"usage before {plan.usage_cutoff:%Y-%m-%dT%H:%MZ}, capacity ledger before "
               f"{plan.ledger_cutoff:%Y-%m-%d}: "
               + (f"would drop {', '.join(plan.partitions)}" if plan.partitions
                  else "nothing to drop"))
         return EXIT_OK
     with connected(ctx, sync=False) as engine, engine.begin() as conn:
-        dropped = retention.prune(conn, now, days)
+        dropped = retention.prune(conn, now, days, keep_days=keep)
     print(f"dropped {', '.join(dropped)}" if dropped else "nothing to drop")
     return EXIT_OK
 

@@ -12,6 +12,7 @@ import structlog
 from scheduler.cli import main as cli
 from scheduler.config import ConfigError
 from scheduler.daemon.providers import provider_set
+from scheduler.daemon.tick import set_provider_clocks
 from scheduler.ingest.files import read_usage_file
 from scheduler.pipeline.forecast import (
     headroom_by_deployment,
@@ -98,6 +99,10 @@ def cmd_plan(ctx: cli.Context) -> int:
                                           zero_gap_minutes=ingest.zero_gap_minutes,
                                           zero_load_after_minutes=ingest.zero_load_after_minutes)
         with provider_set(ctx.config, engine) as providers:
+            if ctx.args.now is not None:
+                # A simulated provider reports its holdings at --now, as the daemon's
+                # `run --once --now` does, not at the wall clock.
+                set_provider_clocks(providers, ctx.config, lambda: now)
             for deployment in deployments:
                 if deployment.name not in histories:
                     continue  # stale: reported above
