@@ -358,7 +358,8 @@ DAEMON_CONFIG = DAEMON_SECTIONS
 def deployment_toml(name: str, payg_per_mtok: tuple[float, float] | None = None) -> str:
     # Pay-as-you-go is far cheaper than a unit here: capacity follows the service level.
     payg = ("" if payg_per_mtok is None else
-            f"payg_input_per_mtok = {payg_per_mtok[0]}\npayg_output_per_mtok = {payg_per_mtok[1]}\n")
+            f"payg_input_per_mtok = {payg_per_mtok[0]}\n"
+            f"payg_output_per_mtok = {payg_per_mtok[1]}\n")
     return f"""
 [[deployment]]
 name = "{name}"
