@@ -150,7 +150,30 @@ def current_revision(engine: sa.Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+def known_revision(revision: str) -> bool:
+    """Whether ``revision`` is one of this capsched's migrations."""
+    script = ScriptDirectory.from_config(alembic_config("postgresql://unused/unused"))
+    return any(r.revision == revision for r in script.walk_revisions())
+
+
+def _newer_schema(current: str) -> SchemaError:
+    return SchemaError(
+        f"the database is at schema revision {current}, which this capsched does not know: "
+        f"it was migrated by another (newer) capsched. Run that version, or restore a backup; "
+        f"this one will not touch it."
+    )
+
+
 def upgrade(url: str, revision: str = "head") -> None:
+    """Apply migrations up to ``revision``. Raises :class:`SchemaError` when the database is
+    at a revision this capsched does not know (a newer capsched migrated it)."""
+    engine = make_engine(url)
+    try:
+        current = current_revision(engine)
+    finally:
+        engine.dispose()
+    if current is not None and not known_revision(current):
+        raise _newer_schema(current)
     command.upgrade(alembic_config(url), revision)
 
 
@@ -164,6 +187,8 @@ def require_current_schema(engine: sa.Engine) -> None:
     except sa.exc.OperationalError as exc:
         raise DatabaseUnavailable(f"cannot connect to the database: {exc.orig}") from exc
     head = head_revision()
+    if current is not None and current != head and not known_revision(current):
+        raise _newer_schema(current)
     if current != head:
         state = "has no capsched schema" if current is None else f"is at schema revision {current}"
         raise SchemaError(

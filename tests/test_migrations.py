@@ -74,3 +74,31 @@ def test_urls_users_write_are_accepted(given: str, expected: str) -> None:
     assert db.sqlalchemy_url(given) == expected
     with pytest.raises(ValueError, match="not a PostgreSQL URL"):
         db.sqlalchemy_url("mysql://u@h/d")
+
+
+def test_a_schema_from_a_newer_capsched_is_named_and_left_alone(
+    empty_db_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from scheduler.cli.main import EXIT_SCHEMA, main
+
+    db.upgrade(empty_db_url)
+    engine = db.make_engine(empty_db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999'"))
+        with pytest.raises(db.SchemaError, match="9999, which this capsched does not know"):
+            db.require_current_schema(engine)
+    finally:
+        engine.dispose()
+    capsys.readouterr()
+    assert main(["--database-url", empty_db_url, "db", "status"]) == EXIT_SCHEMA
+    assert "unknown to this capsched" in capsys.readouterr().out
+    # Upgrading refuses with the same sentence instead of alembic's traceback, and writes
+    # nothing: the revision is still the unknown one.
+    assert main(["--database-url", empty_db_url, "db", "upgrade"]) == EXIT_SCHEMA
+    assert "does not know" in capsys.readouterr().err
+    engine = db.make_engine(empty_db_url)
+    try:
+        assert db.current_revision(engine) == "9999"
+    finally:
+        engine.dispose()

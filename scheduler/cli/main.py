@@ -344,7 +344,10 @@ def cmd_db_status(ctx: Context) -> int:
     with db.open_database(ctx.config.database) as database:
         current = _revision_or_unavailable(database.url)
     head = db.head_revision()
-    state = "up to date" if current == head else f"outdated: run `{db.UPGRADE_COMMAND}`"
+    state = ("up to date" if current == head
+             else "unknown to this capsched (migrated by a newer one?)"
+             if current is not None and not db.known_revision(current)
+             else f"outdated: run `{db.UPGRADE_COMMAND}`")
     print(f"schema revision: {current or 'none'} (head {head}): {state}")
     return EXIT_OK if current == head else EXIT_SCHEMA
 
