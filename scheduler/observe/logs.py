@@ -18,6 +18,25 @@ from typing import TextIO
 import structlog
 
 #: The handler this module puts on the root logger (replaced on each configure call).
+#: Routine INFO lines of libraries, dropped unless the level is debug: alembic's two context
+#: lines on every command (capsched's own db.upgrade line names the revisions; alembic's
+#: "Running upgrade" lines stay) and APScheduler's "Running job" / "executed successfully"
+#: pair on every tick (the tick line says more). Warnings and errors always pass.
+_ROUTINE_LINES = {
+    "alembic.runtime.migration": ("Context impl", "Will assume"),
+    "apscheduler.executors.default": ("Running job", "Job "),
+}
+
+
+class _DropRoutine(logging.Filter):
+    def __init__(self, prefixes: tuple[str, ...]) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or not str(record.msg).startswith(self.prefixes)
+
+
 _HANDLER_NAME = "capsched-structlog"
 
 
@@ -69,6 +88,13 @@ def _route_standard_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # Routine library lines (see _ROUTINE_LINES): noise in cron mail and the journal.
+    for name, prefixes in _ROUTINE_LINES.items():
+        library = logging.getLogger(name)
+        for old_filter in [f for f in library.filters if isinstance(f, _DropRoutine)]:
+            library.removeFilter(old_filter)
+        if level > logging.DEBUG:
+            library.addFilter(_DropRoutine(prefixes))
     logging.captureWarnings(True)
     # pgserver asks platformdirs for a runtime directory (a lock file shared by the capsched
     # processes using one embedded server); without XDG_RUNTIME_DIR (cron, system services)
