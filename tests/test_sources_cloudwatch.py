@@ -187,3 +187,23 @@ def test_pulled_minutes_add_up_with_a_file_of_another_source(
             "ORDER BY minute")).all()
     assert [tuple(r) for r in rows] == [(T0, 101, 102, 103),
                                          (T0 + dt.timedelta(minutes=1), 200, 200, 200)]
+
+
+def test_an_adapter_crash_is_a_failed_pull_that_marks_usage_stale(
+    engine: sa.Engine, setup: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not a SourceError: a bug or an SDK error the adapter did not translate. The daemon
+    # must still hold (stale) and back off (failure count), as for any failed pull.
+    deployment, spec, source, _ = setup
+
+    def crash(start: dt.datetime, end: dt.datetime) -> Any:
+        raise KeyError("Timestamps")
+
+    monkeypatch.setattr(source, "read", crash)
+    with pytest.raises(PullError, match="unexpected KeyError"):
+        pull(engine, deployment, spec, now=T0, source=source)
+    assert stored(engine) == {}
+    with engine.connect() as conn:
+        assert source_store.stale_deployment_ids(conn) == {1}
+        state = source_store.read_state(conn, 1, "cloudwatch")
+    assert state is not None and state.failures == 1 and state.stale

@@ -185,4 +185,17 @@ def pull(
             source_store.record_failure(conn, ident, spec.name, spec.kind, now=now,
                                         error=str(exc))
         raise PullError(f"{label}: {exc}") from exc
+    except Exception as exc:
+        # Anything else (an adapter bug, an SDK error it did not translate) is a failed
+        # pull all the same: the deployment's usage is marked stale so the daemon holds,
+        # and the failure count drives the backoff. If even that cannot be written (the
+        # database is down), the daemon's own staleness check still sees no new minutes.
+        error = f"unexpected {type(exc).__name__}: {exc}"
+        try:
+            with engine.begin() as conn:
+                source_store.record_failure(conn, ident, spec.name, spec.kind, now=now,
+                                            error=error)
+        except sa.exc.SQLAlchemyError:
+            pass
+        raise PullError(f"{label}: {error}") from exc
     return PullResult(deployment.name, spec.name, start, end, written, chunks, stale)
