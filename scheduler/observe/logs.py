@@ -21,10 +21,13 @@ import structlog
 #: Routine INFO lines of libraries, dropped unless the level is debug: alembic's two context
 #: lines on every command (capsched's own db.upgrade line names the revisions; alembic's
 #: "Running upgrade" lines stay) and APScheduler's "Running job" / "executed successfully"
-#: pair on every tick (the tick line says more). Warnings and errors always pass.
+#: pair on every tick (the tick line says more); pgserver's narration of the embedded server
+#: starting and stopping on every command. Warnings and errors always pass.
 _ROUTINE_LINES = {
     "alembic.runtime.migration": ("Context impl", "Will assume"),
     "apscheduler.executors.default": ("Running job", "Job "),
+    # The embedded server's start/stop narration (about ten lines per command).
+    "pgserver": ("",),
 }
 
 
