@@ -423,3 +423,19 @@ def test_transport_failures_are_mapped(bedrock: Any) -> None:
         error = provider._translate(raised, "holdings", "chat", "list_tags_for_resource")
         assert type(error) is expected, (raised, error)
         assert error.deployment == "chat"
+
+
+def test_a_malformed_answer_is_a_protocol_error_not_a_key_error() -> None:
+    """botocore validates what the Stubber returns, so a proxy or a changed API is the only
+    way a field goes missing: the adapter must name it, not leak a KeyError."""
+    from scheduler.providers.bedrock import _field, _utc
+    from scheduler.providers.errors import ProviderProtocolError
+
+    with pytest.raises(ProviderProtocolError, match="creationTime") as info:
+        _field({"provisionedModelArn": "arn:x"}, "creationTime", provider="bedrock-us",
+               operation="holdings", deployment="bot")
+    assert (info.value.provider, info.value.operation, info.value.deployment) == (
+        "bedrock-us", "holdings", "bot")
+    with pytest.raises(ProviderProtocolError, match="timestamp"):
+        _utc("yesterday", provider="bedrock-us", operation="lookup_request")
+    assert _field({"a": 1}, "a", provider="p", operation="o") == 1

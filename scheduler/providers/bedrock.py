@@ -210,11 +210,22 @@ class _Throughput:
     failure: str | None = None
 
 
-def _utc(value: Any) -> dt.datetime:
+def _utc(value: Any, *, provider: str = "bedrock", operation: str = OP_HOLDINGS
+         ) -> dt.datetime:
     if isinstance(value, dt.datetime):
         return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
-    raise ProviderProtocolError(f"expected a timestamp, got {value!r}", provider="bedrock",
-                                operation=OP_HOLDINGS)
+    raise ProviderProtocolError(f"expected a timestamp, got {value!r}", provider=provider,
+                                operation=operation)
+
+
+def _field(answer: Any, key: str, *, provider: str, operation: str,
+           deployment: str | None = None) -> Any:
+    """``answer[key]``, or a ProviderProtocolError naming the field: a malformed answer must
+    not leak a KeyError (or TypeError) past the adapter."""
+    if isinstance(answer, Mapping) and key in answer:
+        return answer[key]
+    raise ProviderProtocolError(f"the answer has no {key!r}: {answer!r:.200}",
+                                provider=provider, operation=operation, deployment=deployment)
 
 
 class BedrockProvider(Provider):
@@ -361,16 +372,18 @@ class BedrockProvider(Provider):
             name = str(summary.get("provisionedModelName", ""))
             if not name.startswith(NAME_PREFIX):
                 continue
-            arn = str(summary["provisionedModelArn"])
+            where = {"provider": self.name, "operation": operation}
+            arn = str(_field(summary, "provisionedModelArn", **where))
             owner = self._tags_of(arn, operation).get(TAG_DEPLOYMENT)
             if owner not in wanted:
                 continue  # another deployment's, or made by hand with a look-alike name
             expires = summary.get("commitmentExpirationTime")
             found[owner].append(_Throughput(
                 name=name, arn=arn, units=int(summary.get("modelUnits", 0)),
-                status=str(summary.get("status", "")), created=_utc(summary["creationTime"]),
+                status=str(summary.get("status", "")),
+                created=_utc(_field(summary, "creationTime", **where), **where),
                 commitment=summary.get("commitmentDuration"),
-                expires=None if expires is None else _utc(expires)))
+                expires=None if expires is None else _utc(expires, **where)))
         return found
 
     def _tranches(self, deployment: str, throughputs: Sequence[_Throughput], now: dt.datetime
@@ -559,7 +572,8 @@ class BedrockProvider(Provider):
         (call,) = self.plan_commitment(deployment, units, term_days, idempotency_key=key)
         now = self._now()
         answer = self._call(OP_BUY_COMMITMENT, deployment, call)
-        arn = str(answer["provisionedModelArn"])
+        arn = str(_field(answer, "provisionedModelArn", provider=self.name,
+                         operation=OP_BUY_COMMITMENT, deployment=deployment))
         self._tags[arn] = {TAG_DEPLOYMENT: deployment, TAG_KEY: key}
         log.info("bedrock.call", provider=self.name, deployment=deployment, key=key,
                  call=call.render())
@@ -597,7 +611,11 @@ class BedrockProvider(Provider):
             if operation == OP_BUY_COMMITMENT:
                 details["commitment"] = {"commitment_id": arn,
                                          "units": found.get("modelUnits"),
-                                         "start": _utc(found["creationTime"]).isoformat()}
+                                         "start": _utc(_field(
+                                             found, "creationTime", provider=self.name,
+                                             operation=OP_LOOKUP_REQUEST),
+                                             provider=self.name,
+                                             operation=OP_LOOKUP_REQUEST).isoformat()}
             return RequestLookup(key, RequestStatus.DONE, operation, deployment, arn,
                                  details=details)
         return RequestLookup(key, RequestStatus.UNKNOWN)
