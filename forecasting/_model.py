@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 from threadpoolctl import threadpool_limits
 
-from . import _core
+from . import _calibration, _core
 from ._gaps import (
     SUBSTANTIAL_FRACTION,
     ZERO_LOAD_AFTER_MINUTES,
@@ -377,7 +377,7 @@ def _fit_group(
     gram_cache: dict[tuple[int, int], FloatArray] = {}
     core = _core.fit_core(ys, x_full, local.day, step_minutes, cfg, gram_cache)
     levels = tuple(sorted(set(quantiles) | set(_INTERVAL_LEVELS)))
-    cal = _core.calibrate(ys, x_full, local.day, core, levels, step_minutes, cfg, gram_cache)
+    cal = _calibration.calibrate(ys, x_full, local.day, core, levels, step_minutes, cfg, gram_cache)
     hs = _core.horizon_grid(cfg, step_minutes).astype(np.float64)
     windows = _core.feature_windows(cfg, step_minutes)
     lags = _core.lag_steps(cfg, step_minutes)

@@ -13,7 +13,7 @@ import pytest
 import statsmodels.api as sm
 
 import forecasting
-from forecasting import _core
+from forecasting import _calibration, _core
 from forecasting._time import Timeline, basis_table
 
 UTC = dt.UTC
@@ -341,13 +341,13 @@ def test_predict_reads_seasonal_lags_from_the_fitted_history() -> None:
 
 def test_conformal_levels_widen_for_few_effective_errors() -> None:
     levels = (0.1, 0.5, 0.9)
-    many = _core.conformal_levels(levels, np.array([[1e6]]))[:, 0, 0]
-    few = _core.conformal_levels(levels, np.array([[20.0]]))[:, 0, 0]
+    many = _calibration.conformal_levels(levels, np.array([[1e6]]))[:, 0, 0]
+    few = _calibration.conformal_levels(levels, np.array([[20.0]]))[:, 0, 0]
     np.testing.assert_allclose(many, levels, atol=1e-5)
     assert few[0] < 0.1 and few[2] > 0.9 and few[1] == 0.5
     # Errors of consecutive origins that repeat each other count as one.
     rng = np.random.default_rng(3)
     iid = rng.normal(size=(1, 400, 1))
     sticky = np.repeat(rng.normal(size=(1, 40, 1)), 10, axis=1)
-    assert _core.effective_counts(iid)[0, 0] > 200
-    assert _core.effective_counts(sticky)[0, 0] < 40
+    assert _calibration.effective_counts(iid)[0, 0] > 200
+    assert _calibration.effective_counts(sticky)[0, 0] < 40

@@ -1,0 +1,288 @@
+"""Calibration of the fast path's quantiles: split-conformal errors on the held-out tail of
+the history, their finite-sample levels, and the accuracy each series reports.
+
+Moved verbatim out of :mod:`forecasting._core` (which it imports; ``_core`` never imports it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+
+from ._core import (
+    REPORT_HORIZONS_MINUTES,
+    Config,
+    CoreFit,
+    baseline,
+    blend_weights,
+    feature_windows,
+    fit_core,
+    horizon_grid,
+    lag_features,
+    lag_half,
+    lag_steps,
+    nanquantile,
+    recent_features,
+    steps_for,
+)
+from ._time import MINUTES_PER_DAY, FloatArray, IntArray
+
+
+@dataclass(frozen=True, eq=False)
+class Calibration:
+    levels: tuple[float, ...]
+    table: FloatArray  # (m, G, nq): quantiles of the normalised error by horizon
+    accuracy: list[dict[str, Any]]
+    blend: FloatArray  # (m, G, 1 + L): weights of the model and of each seasonal lag
+
+
+def _normal_table(levels: tuple[float, ...], g: int, sd: float) -> FloatArray:
+    z = np.array([NormalDist().inv_cdf(q) for q in levels])
+    return np.repeat((sd * z)[None, :], g, axis=0)
+
+
+def _tidy_table(table: FloatArray, levels: tuple[float, ...]) -> FloatArray:
+    """Quantiles increasing in q, and intervals not narrowing with the horizon."""
+    out = np.sort(table, axis=-1)
+    lv = np.asarray(levels)
+    upper = lv >= 0.5
+    out[..., upper] = np.maximum.accumulate(out[..., upper], axis=-2)
+    out[..., ~upper] = np.minimum.accumulate(out[..., ~upper], axis=-2)
+    return np.sort(out, axis=-1)
+
+
+def calibrate(
+    y: FloatArray,
+    x_full: FloatArray,
+    day: IntArray,
+    final: CoreFit,
+    levels: tuple[float, ...],
+    step_minutes: float,
+    cfg: Config,
+    gram_cache: dict[tuple[int, int], FloatArray],
+) -> Calibration:
+    """Split-conformal errors: refit on all but the tail of the history, forecast the tail.
+
+    Errors are divided by the forecast's seasonal level so that one table serves the
+    busy and the quiet hours (the spread scales with the load), and are kept separate
+    per horizon.
+    """
+    m, t = y.shape
+    hs = horizon_grid(cfg, step_minutes)
+    g_n = hs.size
+    nq = len(levels)
+    table = np.full((m, g_n, nq), np.nan)
+    blend = np.repeat(blend_weights(cfg, hs, step_minutes)[None], m, axis=0)
+    accuracy: list[dict[str, Any]] = [{} for _ in range(m)]
+    cal_len = min(
+        steps_for(cfg.calibration_days * MINUTES_PER_DAY, step_minutes),
+        int(t * cfg.calibration_fraction),
+    )
+    t_c = t - cal_len
+    errors: FloatArray | None = None
+    naive_lag_days: FloatArray = np.where(final.span_days >= cfg.weekly_min_days, 7.0, 1.0)
+    if cal_len >= 2 and t_c >= 2:
+        core = fit_core(y[:, :t_c], x_full, day, step_minutes, cfg, gram_cache, reuse=final)
+        windows = feature_windows(cfg, step_minutes)
+        lags = lag_steps(cfg, step_minutes)
+        half = lag_half(cfg, step_minutes)
+        # Only the stretch the features of the held-out origins can reach is computed.
+        off = max(0, t_c - max(int(windows.max()), int(lags.max(initial=0)) + half))
+        base = baseline(core, x_full[off:t], step_minutes, off)
+        resid = y[:, off:] - base
+        stride = steps_for(cfg.origin_stride_minutes, step_minutes)
+        if cal_len < 100 * stride:
+            stride = 1
+        origins = np.arange(t_c, t, stride)
+        feats = recent_features(resid, origins - off, windows)
+        lagf = lag_features(resid, origins - off, hs, lags, half)  # (m, G, O, L)
+        errors = np.full((m, origins.size, g_n), np.nan)
+        abs_model = np.full((m, origins.size, g_n), np.nan)
+        abs_naive = np.full((m, origins.size, g_n), np.nan)
+        for g, h in enumerate(hs.tolist()):
+            tgt = origins + h - 1
+            ok = np.flatnonzero(tgt < t)
+            if ok.size == 0:
+                break
+            tg = tgt[ok]
+            comps = np.concatenate(
+                (np.einsum("moi,mi->mo", feats[:, ok, :], core.beta[:, g])[..., None],
+                 lagf[:, g, ok, :]), axis=2)  # (m, O, 1 + L) corrections to the profile
+            bt = base[:, tg - off]
+            pred = bt + np.einsum("moc,mc->mo", comps, blend[:, g])
+            yhat = np.maximum(pred, 0.0)
+            level = np.maximum(yhat if cfg.scale_by_forecast else bt, cfg.level_floor)
+            err = y[:, tg] - yhat
+            errors[:, ok, g] = err / level
+            abs_model[:, ok, g] = np.abs(err)
+            season = np.round(naive_lag_days * MINUTES_PER_DAY / step_minutes).astype(np.int64)
+            lag = season * np.ceil(h / season).astype(np.int64)
+            src = tg[None, :] - lag[:, None]
+            valid = src >= 0
+            naive = np.take_along_axis(y, np.where(valid, src, 0), axis=1)
+            abs_naive[:, ok, g] = np.where(valid, np.abs(y[:, tg] - naive), np.nan)
+        counts = np.isfinite(errors).sum(axis=1)  # (m, G)
+        q = nanquantile(errors, conformal_levels(levels, effective_counts(errors)),
+                        axis=1)  # (nq, m, G)
+        table = np.moveaxis(q, 0, -1)
+        _fill_short(table, counts, hs, cfg)
+        _describe(accuracy, errors, abs_model, abs_naive, hs, y, cal_len, step_minutes,
+                  naive_lag_days, cfg)
+    fallback = ~np.isfinite(table).all(axis=(1, 2))
+    for i in np.flatnonzero(fallback).tolist():
+        table[i], accuracy[i] = _fallback_table(y[i], final, i, x_full, levels, g_n,
+                                                step_minutes, cfg)
+    return Calibration(levels=levels, table=_tidy_table(table, levels), accuracy=accuracy,
+                       blend=blend)
+
+
+def effective_counts(errors: FloatArray) -> FloatArray:
+    """Effective number of independent errors per (series, horizon) among the held-out
+    origins, (m, G): n (1 - rho) / (1 + rho) with rho the correlation of the errors of
+    consecutive origins (an AR(1) approximation; nearby origins share most of their
+    error)."""
+    a, b = errors[:, :-1], errors[:, 1:]
+    ok = np.isfinite(a) & np.isfinite(b)
+    k = np.maximum(ok.sum(axis=1), 1)
+    a0 = np.where(ok, a, 0.0)
+    b0 = np.where(ok, b, 0.0)
+    ma, mb = a0.sum(axis=1) / k, b0.sum(axis=1) / k
+    da = np.where(ok, a - ma[:, None], 0.0)
+    db = np.where(ok, b - mb[:, None], 0.0)
+    den = np.sqrt((da * da).sum(axis=1) * (db * db).sum(axis=1))
+    rho = np.where(den > 0, (da * db).sum(axis=1) / np.where(den > 0, den, 1.0), 0.0)
+    rho = np.clip(rho, 0.0, 0.999)
+    n = np.isfinite(errors).sum(axis=1).astype(np.float64)
+    return np.asarray(np.clip(n * (1.0 - rho) / (1.0 + rho), 1.0, np.maximum(n, 1.0)),
+                      dtype=np.float64)
+
+
+def conformal_levels(levels: tuple[float, ...], n_eff: FloatArray) -> FloatArray:
+    """Split-conformal finite-sample levels, (nq, m, G): the upper quantile q of n errors
+    is taken at ceil(q (n + 1)) / n (the lower one symmetrically), with n the effective
+    number of independent errors."""
+    out = np.empty((len(levels), *n_eff.shape))
+    for j, q in enumerate(levels):
+        tail = min(q, 1.0 - q)
+        adj = 1.0 - np.ceil((1.0 - tail) * (n_eff + 1.0)) / n_eff  # adjusted tail mass
+        adj = np.clip(adj, 0.0, tail)
+        out[j] = adj if q < 0.5 else (1.0 - adj if q > 0.5 else q)
+    return out
+
+
+def _fill_short(table: FloatArray, counts: IntArray, hs: IntArray, cfg: Config) -> None:
+    """Horizons with too few held-out errors borrow the longest well-measured horizon,
+    widened like a random walk (sqrt of the horizon ratio, at most threefold)."""
+    m, g_n, _ = table.shape
+    for i in range(m):
+        good = np.flatnonzero(counts[i] >= cfg.min_errors)
+        if good.size == 0:
+            table[i] = np.nan
+            continue
+        for g in range(g_n):
+            if counts[i, g] >= cfg.min_errors:
+                continue
+            lower = good[good < g]
+            src = int(lower[-1]) if lower.size else int(good[0])
+            factor = min(3.0, math.sqrt(max(1.0, hs[g] / hs[src])))
+            row = table[i, src]
+            mid = float(np.median(row))
+            table[i, g] = mid + (row - mid) * factor
+
+
+def _fallback_table(
+    y: FloatArray,
+    final: CoreFit,
+    i: int,
+    x_full: FloatArray,
+    levels: tuple[float, ...],
+    g_n: int,
+    step_minutes: float,
+    cfg: Config,
+) -> tuple[FloatArray, dict[str, Any]]:
+    """History too short for held-out errors: the spread of the data around the fitted
+    level, widened by half, or a wide normal band when even that is unavailable."""
+    base = (final.coef[i] @ x_full[: y.size].T).astype(np.float64)
+    ok = np.isfinite(y)
+    if ok.sum() >= cfg.min_errors:
+        dev = (y[ok] - base[ok]) / np.maximum(base[ok], cfg.level_floor)
+        q = np.quantile(dev, levels) * 1.5
+        return np.repeat(q[None, :], g_n, axis=0), {
+            "method": "in-sample spread x1.5 (history too short to hold out)",
+            "n_errors": int(ok.sum()),
+        }
+    return _normal_table(levels, g_n, 0.5), {
+        "method": "default +-50% normal band (almost no data)",
+        "n_errors": int(ok.sum()),
+    }
+
+
+def _coverage(errors: FloatArray, lo_q: float, hi_q: float) -> list[float | None]:
+    """Two-fold cross-validated coverage inside the held-out tail, per series: quantiles
+    estimated on one half of the origins are checked on the other half.
+    ``errors`` is (m, origins, horizons)."""
+    m = errors.shape[0]
+    half = errors.shape[1] // 2
+    if half < 10:
+        return [None] * m
+    hits = np.zeros(m)
+    total = np.zeros(m)
+    for a, b in ((slice(0, half), slice(half, None)), (slice(half, None), slice(0, half))):
+        q = nanquantile(errors[:, a], [lo_q, hi_q], axis=1)  # (2, m, G)
+        e = errors[:, b]
+        ok = np.isfinite(e) & np.isfinite(q[0])[:, None, :]
+        inside = (e >= q[0][:, None, :]) & (e <= q[1][:, None, :]) & ok
+        hits += inside.sum(axis=(1, 2))
+        total += ok.sum(axis=(1, 2))
+    return [float(h / n) if n else None for h, n in zip(hits, total, strict=True)]
+
+
+def _describe(
+    accuracy: list[dict[str, Any]],
+    errors: FloatArray,
+    abs_model: FloatArray,
+    abs_naive: FloatArray,
+    hs: IntArray,
+    y: FloatArray,
+    cal_len: int,
+    step_minutes: float,
+    naive_lag_days: FloatArray,
+    cfg: Config,
+) -> None:
+    picks: list[tuple[str, int]] = []
+    for minutes in REPORT_HORIZONS_MINUTES:
+        g = int(np.argmin(np.abs(hs * step_minutes - minutes)))
+        if abs(hs[g] * step_minutes - minutes) <= 0.5 * minutes:
+            picks.append((f"{hs[g] * step_minutes:g}", g))
+    c80s = _coverage(errors, 0.1, 0.9)
+    c95s = _coverage(errors, 0.025, 0.975)
+    for i in range(errors.shape[0]):
+        level = float(np.nanmean(np.abs(y[i, -cal_len:]))) if np.isfinite(y[i]).any() else 0.0
+        mae_rel: dict[str, float | None] = {}
+        skill: dict[str, float | None] = {}
+        for label, g in picks:
+            both = np.isfinite(abs_model[i, :, g]) & np.isfinite(abs_naive[i, :, g])
+            if both.sum() < cfg.min_errors or level <= 0:
+                mae_rel[label] = None
+                skill[label] = None
+                continue
+            mm = float(abs_model[i, both, g].mean())
+            mn = float(abs_naive[i, both, g].mean())
+            mae_rel[label] = round(mm / level, 4)
+            skill[label] = round(mm / mn, 4) if mn > 0 else None
+        c80, c95 = c80s[i], c95s[i]
+        accuracy[i] = {
+            "method": "split-conformal on the held-out tail of the history",
+            "holdout_minutes": cal_len * step_minutes,
+            "n_errors": int(np.isfinite(errors[i]).sum()),
+            "coverage_80": None if c80 is None else round(c80, 4),
+            "coverage_95": None if c95 is None else round(c95, 4),
+            "mae_relative_to_mean_load": mae_rel,
+            "mae_vs_seasonal_naive": skill,
+            "seasonal_naive": "weekly" if naive_lag_days[i] >= 7 else "daily",
+            "horizon_unit": "minutes",
+        }
