@@ -119,3 +119,43 @@ def test_embedded_database_survives_restarts(
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)[0]["minutes_stored"] == 20160
     assert (tmp_path / "xdg" / "capsched" / "pgdata").is_dir()
+
+
+def test_status_shows_where_each_pull_source_stands(
+    db_url: str, config_path: Path, traces_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failing or stale pull source is visible from `capsched status`, without SQL."""
+    import datetime as dt
+
+    from scheduler import database as db
+    from scheduler.store import deployments as deployment_store
+    from scheduler.store import sources as source_store
+
+    base = ("--config", str(config_path), "--database-url", db_url)
+    trace = str(traces_dir / "servegen_m-small.csv")
+    assert run(capsys, *base, "ingest", trace, "--deployment", "m-small")[0] == 0
+    code, out, _ = run(capsys, *base, "status")
+    assert code == 0 and "SOURCE" not in out  # no pull source: no second table
+
+    at = dt.datetime(2025, 1, 20, 0, 5, tzinfo=dt.UTC)
+    engine = db.make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            ident = deployment_store.deployment_ids(conn, ["m-small"])["m-small"]
+            source_store.record_success(conn, ident, "prom", "prometheus",
+                                        high_water=at - dt.timedelta(minutes=5),
+                                        now=at - dt.timedelta(minutes=4), minutes=60)
+            source_store.record_failure(conn, ident, "prom", "prometheus", now=at,
+                                        error="connection refused")
+    finally:
+        engine.dispose()
+    code, out, _ = run(capsys, *base, "status", "--format", "json")
+    assert code == 0
+    (status,) = json.loads(out)
+    assert status["pull_sources"] == [{
+        "source": "prom", "kind": "prometheus", "high_water": "2025-01-20T00:00Z",
+        "last_success_at": "2025-01-20T00:01Z", "failures": 1, "stale": True,
+        "last_error": "connection refused"}]
+    code, out, _ = run(capsys, *base, "status")
+    row = next(line for line in out.splitlines() if line.startswith("m-small") and "prom" in line)
+    assert "connection refused" in row and "yes" in row.split()

@@ -36,6 +36,7 @@ from scheduler.ingest.write import IngestError, ingest_files
 from scheduler.observe.logs import configure_logging
 from scheduler.store import deployments as deployment_store
 from scheduler.store import retention
+from scheduler.store import sources as source_store
 from scheduler.store import usage as usage_store
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SCHEMA, EXIT_DATABASE, EXIT_LOCKED = 0, 1, 2, 3, 4, 75
@@ -441,6 +442,7 @@ def cmd_status(ctx: Context) -> int:
     now = ctx.args.now or utc_now()
     with connected(ctx, sync=False) as engine, engine.connect() as conn:
         statuses = usage_store.usage_status(conn)
+        pulls = source_store.states_by_deployment(conn)
     records = []
     for s in statuses:
         lag = None if s.last_minute is None else (now - s.last_minute).total_seconds() / 60 - 1
@@ -453,6 +455,20 @@ def cmd_status(ctx: Context) -> int:
                 "ingest_lag_minutes": None if lag is None else round(max(lag, 0.0), 1),
                 "last_batch_at": _fmt_time(s.last_batch_at),
                 "last_batch_file": s.last_batch_file,
+                # Pull sources ([[deployment.source]]): where each one stands, so that a
+                # stale or failing feed is visible without SQL.
+                "pull_sources": [
+                    {
+                        "source": p.source,
+                        "kind": p.kind,
+                        "high_water": _fmt_time(p.high_water),
+                        "last_success_at": _fmt_time(p.last_success_at),
+                        "failures": p.failures,
+                        "stale": p.stale,
+                        "last_error": p.last_error,
+                    }
+                    for p in pulls.get(s.name, [])
+                ],
             }
         )
     if ctx.args.format == "json":
@@ -477,6 +493,17 @@ def cmd_status(ctx: Context) -> int:
                 ],
             )
         )
+        shown = {s.name for s in statuses}
+        sources = [(name, p) for name, ps in pulls.items() if name in shown for p in ps]
+        if sources:
+            print()
+            print(format_table(
+                ["DEPLOYMENT", "SOURCE", "KIND", "READ UP TO", "LAST SUCCESS", "FAILURES",
+                 "STALE", "LAST ERROR"],
+                [[name, p.source, p.kind, _fmt_time(p.high_water), _fmt_time(p.last_success_at),
+                  p.failures, "yes" if p.stale else "no", (p.last_error or "-")[:60]]
+                 for name, p in sources],
+            ))
     return EXIT_OK
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
+from scheduler.store.deployments import deployment_table
 from scheduler.store.filters import one_of
 from scheduler.store.metadata import metadata
 
@@ -57,10 +58,22 @@ def read_state(conn: sa.Connection, deployment_id: int, source: str) -> SourceSt
     return None if row is None else SourceState(**row._mapping)
 
 
-def all_states(conn: sa.Connection) -> list[SourceState]:
+def states_by_deployment(conn: sa.Connection) -> dict[str, list[SourceState]]:
+    """Every pull source's state, keyed by deployment name (sources in name order).
+
+    Raises nothing of its own; an empty dict when no source has ever been pulled."""
     t = pull_source_table
-    rows = conn.execute(sa.select(t).order_by(t.c.deployment_id, t.c.source)).all()
-    return [SourceState(**row._mapping) for row in rows]
+    d = deployment_table
+    rows = conn.execute(
+        sa.select(d.c.name, t).join(d, d.c.id == t.c.deployment_id)
+        .order_by(d.c.name, t.c.source)
+    ).all()
+    out: dict[str, list[SourceState]] = {}
+    for row in rows:
+        fields = dict(row._mapping)
+        name = str(fields.pop("name"))
+        out.setdefault(name, []).append(SourceState(**fields))
+    return out
 
 
 def _upsert(conn: sa.Connection, deployment_id: int, source: str, kind: str,
