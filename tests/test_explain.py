@@ -60,6 +60,10 @@ def test_explain_names_the_plan_forecast_and_reasons_at_a_minute(
     text = capsys.readouterr().out
     assert f"{held[0]} committed + {held[1]} elastic" in text
     assert re.search(r"reason at .*\] \w+", text), text
+    # Quantiles are printed to four significant digits, not the stored float's seventeen.
+    assert re.search(r" q=\d", text), "no reason with a quantile to check"
+    assert all(len(q.rstrip(":").split(".")[-1]) <= 4
+               for q in re.findall(r" q=(\d*\.\d+)", text)), text
     assert "forecast run #" in text and "last action in effect: elastic" in text
     assert _counts(engine) == before, "explain reads only"
 

@@ -72,7 +72,11 @@ def render_text(name: str, e: Explanation) -> str:
                          f"; planned-on demand quantiles (interval max) {q}; expected spill "
                          f"{p.expected_spill_units or 0:.3f} units")
         for r in _reasons_near(p.reasons, e.at):
-            quant = "" if r.get("quantile") is None else f" q={r['quantile']}"
+            # Reasons store the quantile at full precision (e.g. an economic quantile of
+            # 0.28571428); four digits are all a reader can use.
+            value = r.get("quantile")
+            quant = "" if value is None else (
+                f" q={value:.4g}" if isinstance(value, (int, float)) else f" q={value}")
             lines.append(f"    reason at {r.get('at')}: [{r.get('tier')}] {r.get('rule')}"
                          f"{quant}: {r.get('detail')}")
     f = e.forecast
