@@ -317,6 +317,9 @@ def test_journal_end_to_end_crash_retry_and_drift(
     drifts = journal.reconcile(engine, azure, names, T0 + dt.timedelta(minutes=1))
     assert [(d.kind, d.expected, d.actual) for d in drifts if d.kind == "elastic_target"] == [
         ("elastic_target", 3, 5)]
+    # The 15 reserved PTU (3 units) were bought outside capsched: held, never drift.
+    assert azure.holdings("chat").committed_at(T0 + dt.timedelta(minutes=1)) == 3
+    assert not [d for d in drifts if d.kind == "committed_units"], drifts
 
 
 def test_shadow_mode_logs_the_put_and_sends_nothing(azure: AzureOpenAIProvider,

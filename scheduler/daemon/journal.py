@@ -801,8 +801,11 @@ def _reconcile_one(
                 }))
     if not any(a.kind == KIND_COMMITMENT for a in in_flight):
         expected_refs = _expected_committed(store.confirmed_commitments(conn, deployment_id), now)
+        # An external commitment (a reservation bought outside capsched) was never in the
+        # journal: counting it would report the same drift after every confirmed action.
         actual_refs = {
-            c.commitment_id: c.units for c in holdings.commitments if c.is_active(now)
+            c.commitment_id: c.units for c in holdings.commitments
+            if c.is_active(now) and not c.external
         }
         expected_units, actual_units = sum(expected_refs.values()), sum(actual_refs.values())
         if expected_units != actual_units:

@@ -429,7 +429,8 @@ class AzureOpenAIProvider(Provider):
                 days=30)
             end = min(end, now + dt.timedelta(days=30))
             commitments = (Commitment(f"azure-reservation:{dep.azure_deployment}",
-                                      reserved_units, 30, end - dt.timedelta(days=30), end),)
+                                      reserved_units, 30, end - dt.timedelta(days=30), end,
+                                      external=True),)
         elastic = tuple(ElasticTranche(t.units, t.active_from, t.hold_until)
                         for t in self._tranches(deployment, state, now) if t.units > 0)
         return Holdings(deployment=deployment, as_of=now, elastic=elastic,

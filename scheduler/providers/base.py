@@ -122,13 +122,19 @@ class ElasticTranche:
 
 @dataclass(frozen=True)
 class Commitment:
-    """Units bought for a fixed term: active on ``[start, end)``, never cancelled or reduced."""
+    """Units bought for a fixed term: active on ``[start, end)``, never cancelled or reduced.
+
+    ``external``: bought outside capsched (an Azure reservation declared in the config).
+    The planner counts its units like any other; the journal never expected it, so its
+    reconcile does not report it as drift.
+    """
 
     commitment_id: str
     units: int
     term_days: int
     start: dt.datetime
     end: dt.datetime
+    external: bool = False
 
     def __post_init__(self) -> None:
         if self.units <= 0:
