@@ -10,7 +10,6 @@ from typing import Any
 
 from scheduler.cli import main as cli
 from scheduler.config import ConfigError
-from scheduler.report import render
 from scheduler.report.data import ReportData, ReportInputError, from_backtest, from_store
 from scheduler.store import deployments as deployment_store
 
@@ -80,6 +79,9 @@ def cmd_report(ctx: cli.Context) -> int:
     suffix = "." + args.format
     out = args.out or (args.backtest_dir / f"report{suffix}" if args.backtest_dir
                        else Path(f"report-{args.deployment}{suffix}"))
+    # matplotlib takes ~0.4 s to import: only the command that draws pays for it.
+    from scheduler.report import render
+
     if args.format == "png":
         render.png(data, out)
     else:
