@@ -20,8 +20,15 @@ on PYTHONPATH (the "before" table). The row gives:
   the last w observed minutes), release below ceil((1 + headroom + keep) * ...), lead and
   hold enforced, plus a 30-day level); computed here with the current economics, so it is
   the same yardstick for every tree. ``-`` when no policy on the grid meets the bound;
-* actions: provider events (elastic requests, releases, commitment purchases);
+* actions: provider events (elastic requests, releases, commitment purchases; with a
+  capacity pool, ``+N refused`` counts the scale-ups refused for want of capacity);
   30d/7d: commitment units bought.
+
+Partial-capacity scenarios (a ``[providers.simulated]`` pool or outage windows) are
+backtested through ``run_backtest(..., capacity=...)`` in the subprocess, since
+``capsched backtest`` does not read the provider's pool; their best reactive policy is
+capped at the pool and commits only on the terms sold. The hindsight optimum and the
+dedicated baseline ignore the pool (a lower bound no schedule can reach there).
 
 Writes the table as Markdown (default bench/out/scenarios.md, or scenarios-quick.md) and
 one JSON per scenario beside it. Exit status 1 when a backtest fails (the row says so).
@@ -30,7 +37,6 @@ one JSON per scenario beside it. Exit status 1 when a backtest fails (the row sa
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import itertools
 import json
 import math
@@ -48,10 +54,33 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-from bench.scenarios.suite import SCENARIOS, Built, build  # noqa: E402
+from bench.scenarios.suite import SCENARIOS, Built, build, provider_capacity  # noqa: E402
 
 COLUMNS = ("scenario", "kind", "cost $", "spill %", "SL", "x hindsight", "x dedicated",
            "x reactive", "x best reactive", "actions", "bought 30d/7d")
+
+
+#: The backtest of a scenario with a capacity pool, run by the tree under test
+#: (``capsched backtest`` has no option for the pool): argv[1] is the JSON job.
+WITH_CAPACITY = """
+import datetime as dt, json, sys
+from pathlib import Path
+from scheduler.config import load_config
+from scheduler.ingest.files import read_usage_file
+from scheduler.planning.backtest import run_backtest
+from scheduler.planning.simulator import CapacityWindow, ProviderCapacity
+job = json.loads(sys.argv[1])
+when = lambda s: None if s is None else dt.datetime.fromisoformat(s)
+c = job["capacity"]
+cap = ProviderCapacity(
+    available_units=c["available_units"],
+    windows=tuple(CapacityWindow(when(a), when(b), u) for a, b, u in c["windows"]),
+    supported_terms=None if c["supported_terms"] is None else tuple(c["supported_terms"]),
+    retry_minutes=c["retry_minutes"])
+dep = load_config(Path(job["config"])).deployment(job["deployment"])
+run_backtest(read_usage_file(Path(job["usage"])), dep, Path(job["out"]),
+             start=when(job["start"]), end=when(job["end"]), capacity=cap)
+"""
 
 
 def backtest(built: Built, out: Path, tree: Path | None) -> dict[str, Any]:
@@ -62,6 +91,19 @@ def backtest(built: Built, out: Path, tree: Path | None) -> dict[str, Any]:
         argv += ["--start", f"{built.start:%Y-%m-%dT%H:%MZ}"]
     if built.end is not None:
         argv += ["--end", f"{built.end:%Y-%m-%dT%H:%MZ}"]
+    cap = provider_capacity(built)
+    if cap is not None:
+        job = {"config": str(built.config), "usage": str(built.usage),
+               "deployment": built.deployment, "out": str(out),
+               "start": None if built.start is None else built.start.isoformat(),
+               "end": None if built.end is None else built.end.isoformat(),
+               "capacity": {"available_units": cap.available_units,
+                            "windows": [[w.start.isoformat(), w.end.isoformat(), w.units]
+                                        for w in cap.windows],
+                            "supported_terms": (None if cap.supported_terms is None
+                                                else list(cap.supported_terms)),
+                            "retry_minutes": cap.retry_minutes}}
+        argv = [sys.executable, "-c", WITH_CAPACITY, json.dumps(job)]
     env = dict(os.environ)
     env["PYTHONPATH"] = str(tree or ROOT)
     env.pop("CAPSCHED_CONFIG", None)
@@ -85,44 +127,38 @@ def best_reactive(built: Built, *, quick: bool) -> tuple[float, float, str]:
 
     from scheduler.config import load_config
     from scheduler.ingest.files import read_usage_file
-    from scheduler.planning.economics import as_minute, demand_units
+    from scheduler.planning.economics import demand_units
+    from scheduler.planning.grid import minute_grid
 
     dep = load_config(built.config).deployment(built.deployment)
-    usage = read_usage_file(built.usage)
-    rows = np.ones(len(usage), dtype=bool)
-    if usage.deployments is not None:
-        rows = usage.deployments == dep.name
-    minutes = usage.minutes[rows].astype("datetime64[m]")
-    first = minutes[0]
-    w0 = first if built.start is None else as_minute(built.start)
-    w1 = minutes[-1] + np.timedelta64(1, "m") if built.end is None else as_minute(built.end)
-    n_all = int((w1 - first).astype(np.int64))
-    idx = (minutes - first).astype(np.int64)
-    keep = idx < n_all
-    inp = np.zeros(n_all)
-    out = np.zeros(n_all)
-    present = np.zeros(n_all, dtype=bool)
-    inp[idx[keep]] = usage.input_tokens[rows][keep]
-    out[idx[keep]] = usage.output_tokens[rows][keep]
-    present[idx[keep]] = True
+    # The backtest's own minute grid (scheduler/planning/grid.py).
+    grid = minute_grid(read_usage_file(built.usage), dep.name, built.start, built.end)
+    inp, out, present, i0 = grid.input_tokens, grid.output_tokens, ~grid.missing, grid.i0
+    n_all = grid.size
     demand = demand_units(inp, out, dep)
     # Carry the last reported minute forward over absent ones (0 before the first).
     last = np.maximum.accumulate(np.where(present, np.arange(n_all), -1))
     seen = np.where(last >= 0, demand[np.maximum(last, 0)], 0.0)
-    i0 = int((w0 - first).astype(np.int64))
     w_inp, w_out = inp[i0:], out[i0:]
-    start = w0.astype(dt.datetime).replace(tzinfo=dt.UTC)
+    start = grid.origin
     week = seen[max(0, i0 - 10_080):i0][present[max(0, i0 - 10_080):i0]]
     levels = sorted({0, *(int(v) for v in np.quantile(week, np.arange(0.1, 0.7, 0.1)))}
                     if week.size else {0})
+    # A capacity pool: no commitment on a term not sold, no elastic unit beyond the pool.
+    cap = provider_capacity(built)
+    if cap is not None and cap.supported_terms is not None and 30 not in cap.supported_terms:
+        levels = [0]
+    pool = None if cap is None else cap.series(start, n_all - i0)
+    room = (np.full(n_all, np.inf) if pool is None else
+            np.concatenate([np.full(i0, np.inf), pool.astype(np.float64)]))
     windows, headrooms, keeps = ((1, 5), (0.1, 0.2, 0.3, 0.4), (0.0, 0.2)) if quick else \
         ((1, 5, 10), tuple(np.arange(0.10, 0.41, 0.05)), (0.0, 0.1, 0.2))
     found = (math.inf, math.nan, "none on the grid meets the bound")
     for w in windows:
         base = trailing_max(seen, w)
         for h, k, c in itertools.product(headrooms, keeps, levels):
-            el = elastic_schedule(seen, i0, np.ceil(base * (1 + h)),
-                                  np.ceil(base * (1 + h + k)), c,
+            el = elastic_schedule(seen, i0, np.minimum(np.ceil(base * (1 + h)), c + room),
+                                  np.minimum(np.ceil(base * (1 + h + k)), c + room), c,
                                   dep.scale_up_lead_minutes, dep.min_hold_minutes)
             total, frac = price(w_inp, w_out, el, c, start, dep)
             if frac <= dep.max_spill_fraction + 1e-12 and total < found[0]:
@@ -142,7 +178,10 @@ def cached_best_reactive(built: Built, *, quick: bool) -> tuple[float, float, st
     """
     import hashlib
 
-    digest = hashlib.sha256(built.usage.read_bytes() + built.config.read_bytes()).hexdigest()
+    # Outage windows are not in the config: they key the cache too (when there are some).
+    windows = built.scenario.capacity_windows
+    digest = hashlib.sha256(built.usage.read_bytes() + built.config.read_bytes()
+                            + (repr(windows).encode() if windows else b"")).hexdigest()
     key = f"{built.scenario.name}|{built.start}|{built.end}|{quick}|{digest[:16]}"
     def load() -> dict[str, Any]:
         try:
@@ -185,7 +224,13 @@ def row(name: str, kind: str, s: dict[str, Any], best: tuple[float, float, str])
             _ratio(cost, b["hindsight_optimum"]["total"]),
             _ratio(cost, b["dedicated_at_peak"]["cost"]), rx,
             _ratio(cost, best[0] if math.isfinite(best[0]) else None),
-            str(s["provider_events"]), f"{bought[30]}/{bought[7]}"]
+            actions(s), f"{bought[30]}/{bought[7]}"]
+
+
+def actions(s: dict[str, Any]) -> str:
+    """Provider events, and the scale-ups refused for want of capacity when there were."""
+    refused = int((s.get("provider_capacity") or {}).get("refused_requests", 0))
+    return f"{s['provider_events']}" + (f" (+{refused} refused)" if refused else "")
 
 
 def markdown(rows: list[list[str]]) -> str:
@@ -254,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
                     "best_reactive": {"cost": best[0] if math.isfinite(best[0]) else None,
                                       "spill_fraction": best[1], "policy": best[2]},
                     "bound": summ.get("bound"),
+                    "provider_capacity": summ.get("provider_capacity"),
                 }
             rows.append(r)
             print(" | ".join(r) + f"   ({time.perf_counter() - started:.0f} s)", flush=True)

@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+
+from scheduler.planning.simulator import CapacityWindow, ProviderCapacity
 
 ROOT = Path(__file__).resolve().parents[2]
 FloatArray = npt.NDArray[np.float64]
@@ -92,6 +94,12 @@ class Scenario:
     deployment_name: str = "bot"
     deployment: dict[str, object] = field(default_factory=dict)
     calendar: tuple[tuple[dt.date, float], ...] = ()
+    #: ``[providers.simulated]`` keys of the config (``available_units``,
+    #: ``supported_terms``): the provider's capacity pool, as the daemon would meet it.
+    provider: dict[str, object] = field(default_factory=dict)
+    #: ``(start, end, units)``: the pool holds at most ``units`` over ``[start, end)`` (a
+    #: regional outage; backtest only, the simulated provider's pool is constant).
+    capacity_windows: tuple[tuple[dt.datetime, dt.datetime, int], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -349,12 +357,36 @@ def _all() -> list[Scenario]:
     return s
 
 
-SCENARIOS: dict[str, Scenario] = {sc.name: sc for sc in _all()}
+def _capacity() -> list[Scenario]:
+    """cases/out-of-capacity: the provider cannot grant all the peak needs (1/3 units).
 
-#: Partial provider capacity is a daemon-path case (the backtest's simulated provider has
-#: no capacity pool): tests/test_scenarios.py runs it against PostgreSQL; the table row
-#: says n/a. Kept here so the kinds list is complete.
-DAEMON_ONLY = {"partial-capacity": "the provider can grant 2 of the 3 units the peak needs"}
+    Constant: 2 of the 3 units, no commitment on offer (the case as filed). Two outage
+    shapes with every term on offer: none at all for 6 hours from before the peak (the
+    scale-up is refused, the committed unit serves alone), and a pool cut to 1 unit from
+    the night until mid-peak (part of the scale-up granted, the rest asked for again).
+    """
+    day = _d(2026, 3, 17)
+    hours = dt.timedelta(hours=1)
+    return [
+        Scenario("capacity-2-of-3", "partial-capacity",
+                 "1/3 units; the provider grants 2 units at most, sells no commitment",
+                 (_d(2026, 3, 16), _d(2026, 3, 19)), (day + 6 * hours, day + 20 * hours),
+                 trace=partial(tidal, 21), provider={"available_units": 2,
+                                                    "supported_terms": []}),
+        Scenario("capacity-outage-6h", "partial-capacity",
+                 "1/3 units; no unit to be had 03-17 07:00-13:00 UTC (terms on offer)",
+                 (_d(2026, 3, 16), _d(2026, 3, 19)), (day + 6 * hours, day + 20 * hours),
+                 trace=partial(tidal, 21),
+                 capacity_windows=((day + 7 * hours, day + 13 * hours, 0),)),
+        Scenario("capacity-cut-to-1", "partial-capacity",
+                 "1/3 units; the pool holds 1 unit 03-17 02:00-14:00 UTC (terms on offer)",
+                 (_d(2026, 3, 16), _d(2026, 3, 19)), (day + 6 * hours, day + 20 * hours),
+                 trace=partial(tidal, 21),
+                 capacity_windows=((day + 2 * hours, day + 14 * hours, 1),)),
+    ]
+
+
+SCENARIOS: dict[str, Scenario] = {sc.name: sc for sc in [*_all(), *_capacity()]}
 
 
 def config_text(sc: Scenario) -> str:
@@ -366,7 +398,25 @@ def config_text(sc: Scenario) -> str:
     text = "\n".join(lines) + "\n\n" + PRICING
     for day, mult in sc.calendar:
         text += f"\n[[deployment.calendar]]\ndate = {day.isoformat()}\nmultiplier = {mult}\n"
+    if sc.provider:
+        text = "[providers.simulated]\n" + "".join(
+            f"{k} = {list(v) if isinstance(v, list | tuple) else v}\n"
+            for k, v in sc.provider.items()) + "\n" + text
     return text
+
+
+def provider_capacity(built: Built) -> ProviderCapacity | None:
+    """The provider pool the scenario's backtest runs against: ``[providers.<name>]`` of
+    its config (as ``capsched backtest`` would read it) plus its outage windows."""
+    from scheduler.config import load_config
+    from scheduler.planning.backtest import capacity_from_settings
+
+    cfg = load_config(built.config)
+    cap = capacity_from_settings(cfg.providers, cfg.deployment(built.deployment))
+    windows = tuple(CapacityWindow(a, b, u) for a, b, u in built.scenario.capacity_windows)
+    if windows:
+        cap = replace(cap or ProviderCapacity(), windows=windows)
+    return cap
 
 
 def build(sc: Scenario, workdir: Path, *, quick: bool = False) -> Built:

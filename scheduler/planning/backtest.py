@@ -9,6 +9,13 @@ from the file) are missing data, so the forecaster sees NaN there, and a zero ru
 progress at a decision is treated as missing too (holding capacity is the safe reading).
 Billing follows the file: a gap minute has zero demand, so nothing spills, while the
 capacity held through it is paid like any other minute.
+
+Provider capacity (``capacity=``, :class:`~scheduler.planning.simulator.ProviderCapacity`):
+a scale-up beyond what the provider can grant is refused whole, as the simulated provider
+does; then, as the daemon (scheduler/daemon/tick.py), the elastic target is capped at what
+the provider says it can grant for ``retry_minutes`` (never releasing units for it) and the
+full target is asked for again after that. Demand above the capacity held spills and is
+billed per the deployment's ``spill`` mode. Commitments are bought on the terms sold only.
 """
 
 from __future__ import annotations
@@ -17,8 +24,8 @@ import csv
 import datetime as dt
 import json
 import math
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,7 +39,6 @@ from scheduler.planning.economics import (
     CostBreakdown,
     FloatArray,
     as_datetime,
-    as_minute,
     dedicated_at_peak_cost,
     demand_units,
     payg_cost_per_minute,
@@ -40,6 +46,7 @@ from scheduler.planning.economics import (
     schedule_cost,
 )
 from scheduler.planning.follow import FollowedPlan, FollowSettings
+from scheduler.planning.grid import minute_grid
 from scheduler.planning.headroom import (
     HeadroomCurve,
     applies_to,
@@ -54,7 +61,7 @@ from scheduler.planning.planner import (
     SpillToDate,
     plan,
 )
-from scheduler.planning.simulator import ProviderEvent, SimulatedProvider
+from scheduler.planning.simulator import ProviderCapacity, ProviderEvent, SimulatedProvider
 
 MINUTE = dt.timedelta(minutes=1)
 
@@ -145,16 +152,28 @@ def _calendar(forecaster: Any, deployment: Deployment) -> Any:
                                    multiplier=e.multiplier) for e in deployment.calendar]
 
 
-def _window_bounds(minutes: npt.NDArray[np.datetime64], start: dt.datetime | None,
-                   end: dt.datetime | None) -> tuple[np.datetime64, np.datetime64]:
-    first = minutes[0]
-    w0 = first if start is None else as_minute(start)
-    w1 = minutes[-1] + np.timedelta64(1, "m") if end is None else as_minute(end)
-    if w1 <= w0:
-        raise ValueError("the backtest window is empty (end <= start)")
-    if w0 < first:
-        raise ValueError(f"start {as_datetime(w0):%Y-%m-%dT%H:%MZ} is before the trace")
-    return w0, w1
+def capacity_from_settings(providers: Mapping[str, Mapping[str, Any]],
+                           deployment: Deployment) -> ProviderCapacity | None:
+    """The capacity pool of ``[providers.<deployment.provider>]`` for this deployment
+    (``available_units`` and ``supported_terms``, with the ``deployments.<name>``
+    override, as scheduler/providers/simulated.py reads them); None when neither is set."""
+    table = providers.get(deployment.provider) or {}
+    merged = dict(table)
+    merged.update((table.get("deployments") or {}).get(deployment.name) or {})
+    available = merged.get("available_units")
+    terms = merged.get("supported_terms")
+    if available is None and terms is None:
+        return None
+    if available is not None and (isinstance(available, bool) or not isinstance(available, int)
+                                  or available < 0):
+        raise ValueError(f"[providers.{deployment.provider}]: available_units must be an "
+                         "integer >= 0")
+    if terms is not None and (not isinstance(terms, list | tuple) or not all(
+            isinstance(t, int) and not isinstance(t, bool) and t > 0 for t in terms)):
+        raise ValueError(f"[providers.{deployment.provider}]: supported_terms must be a "
+                         "list of days")
+    return ProviderCapacity(available_units=available,
+                            supported_terms=None if terms is None else tuple(sorted(set(terms))))
 
 
 def run_backtest(
@@ -166,33 +185,24 @@ def run_backtest(
     end: dt.datetime | None = None,
     settings: BacktestSettings | None = None,
     forecaster: ForecasterLike | None = None,
+    capacity: ProviderCapacity | None = None,
 ) -> dict[str, Any]:
-    """Backtest one deployment over ``[start, end)``; write the outputs; return the summary."""
+    """Backtest one deployment over ``[start, end)``; write the outputs; return the summary.
+
+    ``capacity``: what the provider can grant (None: an unlimited pool, every term sold).
+    """
     cfg = settings or BacktestSettings()
+    if capacity is not None and capacity.supported_terms is not None:
+        cfg = replace(cfg, planner=replace(cfg.planner, commit_terms=tuple(
+            t for t in cfg.planner.commit_terms if t in capacity.supported_terms)))
     fcst = forecaster if forecaster is not None else _load_forecaster()
     dep = deployment
-    rows = np.ones(len(usage), dtype=bool)
-    if usage.deployments is not None:
-        rows = usage.deployments == dep.name
-        if not rows.any():
-            raise ValueError(f"{usage.path}: no rows for deployment {dep.name!r}")
-    minutes = usage.minutes[rows].astype("datetime64[m]")
-    if minutes.size == 0:
-        raise ValueError(f"{usage.path}: no usage rows")
-    w0, w1 = _window_bounds(minutes, start, end)
-
     # A dense minute grid from the trace's first minute to the window's end; minutes absent
     # from the file are missing (zero tokens, flagged).
-    first = minutes[0]
-    n_all = int((w1 - first).astype(np.int64))
-    idx = (minutes - first).astype(np.int64)
-    keep = idx < n_all
-    inp = np.zeros(n_all)
-    out = np.zeros(n_all)
-    missing = np.ones(n_all, dtype=bool)
-    inp[idx[keep]] = usage.input_tokens[rows][keep]
-    out[idx[keep]] = usage.output_tokens[rows][keep]
-    missing[idx[keep]] = False
+    grid = minute_grid(usage, dep.name, start, end)
+    first, w0, i0 = grid.first, grid.w0, grid.i0
+    inp, out, missing = grid.input_tokens, grid.output_tokens, grid.missing
+    n_all = grid.size
     demand = demand_units(inp, out, dep)
     gaps = _gap_mask(demand, missing, cfg.zero_gap_minutes, cfg.zero_load_after_minutes)
     observed = np.where(gaps, np.nan, demand)
@@ -202,16 +212,18 @@ def run_backtest(
     breaks = np.where(~zero, idx_all + 1, 0)
     run_start = np.maximum.accumulate(np.concatenate([[0], breaks]))[:n_all]
     run_start = np.where(zero, run_start, idx_all)
-    i0 = int((w0 - first).astype(np.int64))
     n = n_all - i0
-    origin = as_datetime(w0)
+    origin = grid.origin
 
     # Trailing sums for the recent price of a spilled unit (payg per demand unit).
     payg = payg_cost_per_minute(inp, out, dep.pricing)
     cum_payg = np.concatenate([[0.0], np.cumsum(np.where(gaps, 0.0, payg))])
     cum_dem = np.concatenate([[0.0], np.cumsum(np.where(gaps, 0.0, demand))])
 
-    provider = SimulatedProvider(origin, n, dep.scale_up_lead_minutes, dep.min_hold_minutes)
+    provider = SimulatedProvider(origin, n, dep.scale_up_lead_minutes, dep.min_hold_minutes,
+                                 None if capacity is None else capacity.series(origin, n))
+    #: After a refusal: (units the provider said it can grant, minute to ask in full again).
+    grantable: tuple[int, int] | None = None
     committed = np.zeros(n + 1, dtype=np.int64)
     horizon = cfg.planner.horizon_minutes
     history = cfg.history_days * 1440
@@ -297,10 +309,22 @@ def run_backtest(
         if stale:
             provider.set_target(k, provider.units_held(), "stale_usage_hold")
         else:
-            provider.set_target(k, last.target(now), last.reason)
-        capacity = committed[k] + provider.active_elastic_at(k)
+            target, reason = last.target(now), last.reason
+            if grantable is not None and k >= grantable[1]:
+                grantable = None  # ask for the full target again
+            held = provider.units_held()
+            if grantable is not None and target > max(grantable[0], held):
+                # Out of capacity: take what the provider can grant, never release for it.
+                target = max(grantable[0], held)
+                reason = f"{reason} [out_of_capacity: {grantable[0]} grantable]"
+            refused = len(provider.refusals)
+            provider.set_target(k, target, reason)
+            if len(provider.refusals) > refused:
+                assert capacity is not None  # only a limited pool refuses
+                grantable = (provider.grantable(k) or 0, k + capacity.retry_minutes)
+        serving = committed[k] + provider.active_elastic_at(k)
         demanded += demand[t]
-        spilled += max(0.0, demand[t] - capacity)
+        spilled += max(0.0, demand[t] - serving)
 
     elastic = provider.elastic_series()
     commitments = [c for _, c in provider.commitments]
@@ -321,11 +345,17 @@ def run_backtest(
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_schedule(out_dir / "schedule.csv", w0, w_dem, committed_units, elastic, spill)
     _write_commitments(out_dir / "commitments.csv", provider.commitments, origin)
-    _write_actions(out_dir / "actions.csv", provider.events, origin)
+    # Refused scale-ups (out of capacity) are listed too: kind "elastic_refused".
+    _write_actions(out_dir / "actions.csv",
+                   sorted([*provider.events, *provider.refusals], key=lambda e: e.decided),
+                   origin)
     summary = _summary(dep, origin, n, cost, reactive_cost, best, dedicated, payg_all, w_dem,
                        int(gaps[i0:].sum()), len(commitments), len(provider.events), cfg,
                        n_plans,
                        headrooms)
+    if capacity is not None:
+        summary["provider_capacity"] = _capacity_summary(capacity, provider, committed_units,
+                                                         elastic, w_dem, origin)
     summary["bound"] = {
         "first_alert_utc": None if first_alert is None else _fmt_minute(origin, first_alert[0]),
         "first_alert": None if first_alert is None else first_alert[1],
@@ -335,6 +365,32 @@ def run_backtest(
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n",
                                           encoding="utf-8")
     return summary
+
+
+def _capacity_summary(capacity: ProviderCapacity, provider: SimulatedProvider,
+                      committed: Any, elastic: Any, demand: FloatArray,
+                      origin: dt.datetime) -> dict[str, Any]:
+    """What the pool allowed: the refused scale-ups and the spill above what was grantable."""
+    free = provider.available
+    short = 0.0
+    if free is not None:
+        # Demand above the most the provider could have served (commitments + pool).
+        reach = committed + np.minimum(free[:demand.size], np.iinfo(np.int64).max - committed)
+        short = float(np.maximum(0.0, demand - reach).sum())
+    return {
+        "available_units": capacity.available_units,
+        "windows": [{"start_utc": f"{w.start:%Y-%m-%dT%H:%MZ}",
+                     "end_utc": f"{w.end:%Y-%m-%dT%H:%MZ}", "units": w.units}
+                    for w in capacity.windows],
+        "supported_terms": (None if capacity.supported_terms is None
+                            else list(capacity.supported_terms)),
+        "retry_minutes": capacity.retry_minutes,
+        "refused_requests": len(provider.refusals),
+        "first_refused_utc": (_fmt_minute(origin, provider.refusals[0].decided)
+                              if provider.refusals else None),
+        "unit_minutes_beyond_pool": round(short, 4),
+        "peak_elastic_units": int(elastic.max(initial=0)),
+    }
 
 
 def _cover_summary(p: Any, k: int, origin: dt.datetime, bound: float) -> dict[str, Any]:

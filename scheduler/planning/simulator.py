@@ -1,13 +1,20 @@
-"""An in-memory provider for backtests: lead time and minimum hold enforced.
+"""An in-memory provider for backtests: lead time, minimum hold and a capacity pool enforced.
 
 Minutes are integer offsets from the simulation origin (fast, and exact). Every elastic
 unit is requested at ``r``, serves from ``r + lead`` and cannot be released before
 ``r + lead + hold``; pending units cannot be cancelled. Releases take effect at once.
+
+Capacity pool (:class:`ProviderCapacity`): as ``available_units`` of the simulated
+provider (scheduler/providers/simulated.py), a request that raises the elastic target
+above what the provider can grant at that minute is refused whole (out of capacity:
+nothing changes, the refusal is recorded); units already held are kept when the pool
+shrinks, releases are always accepted. Commitments are sold only on ``supported_terms``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,12 +38,79 @@ class ProviderEvent:
     reason: str
 
 
+@dataclass(frozen=True)
+class CapacityWindow:
+    """``[start, end)``: the provider can grant at most ``units`` elastic units (an outage
+    of regional capacity when 0)."""
+
+    start: dt.datetime
+    end: dt.datetime
+    units: int
+
+    def __post_init__(self) -> None:
+        if self.units < 0 or self.end <= self.start:
+            raise ValueError("a capacity window needs units >= 0 and end > start")
+
+
+@dataclass(frozen=True)
+class ProviderCapacity:
+    """What the provider can grant, as the simulated provider's ``available_units`` and
+    ``supported_terms`` (``[providers.<name>]``), plus windows where the pool differs.
+
+    ``available_units`` None: unlimited outside the windows. ``supported_terms`` None: the
+    planner's own terms. ``retry_minutes``: after a refusal the target is capped at what
+    the provider says it can grant for this long, then the full target is asked for again
+    (the daemon's ``GRANTABLE_RETRY``, scheduler/daemon/tick.py).
+    """
+
+    available_units: int | None = None
+    windows: tuple[CapacityWindow, ...] = ()
+    supported_terms: tuple[int, ...] | None = None
+    retry_minutes: int = 10
+
+    def __post_init__(self) -> None:
+        if self.available_units is not None and self.available_units < 0:
+            raise ValueError("available_units must be >= 0")
+        if self.retry_minutes < 1:
+            raise ValueError("retry_minutes must be >= 1")
+
+    @property
+    def limited(self) -> bool:
+        return self.available_units is not None or bool(self.windows)
+
+    def series(self, origin: dt.datetime, n_minutes: int) -> IntArray | None:
+        """Grantable elastic units per minute of ``[origin, origin + n)`` (None: no limit).
+
+        Unlimited minutes carry ``np.iinfo(np.int64).max``; a later window wins where
+        windows overlap.
+        """
+        if not self.limited:
+            return None
+        free = np.iinfo(np.int64).max if self.available_units is None else self.available_units
+        out = np.full(n_minutes, free, dtype=np.int64)
+        for w in self.windows:
+            a = max(0, _minutes_between(origin, w.start))
+            b = min(n_minutes, _minutes_between(origin, w.end))
+            if b > a:
+                out[a:b] = w.units
+        return out
+
+
+def _minutes_between(origin: dt.datetime, t: dt.datetime) -> int:
+    return int((t - origin) // MINUTE)
+
+
 class SimulatedProvider:
-    def __init__(self, origin: dt.datetime, n_minutes: int, lead: int, hold: int) -> None:
+    def __init__(self, origin: dt.datetime, n_minutes: int, lead: int, hold: int,
+                 available: Sequence[int] | IntArray | None = None) -> None:
         self.origin = origin
         self.n = n_minutes
         self.lead = lead
         self.hold = hold
+        #: Grantable elastic units per minute (None: unlimited); see :class:`ProviderCapacity`.
+        self.available = None if available is None else np.asarray(available, dtype=np.int64)
+        if self.available is not None and self.available.size < n_minutes:
+            raise ValueError("the availability series is shorter than the simulation")
         # Per-minute difference array of active elastic units (+1 on activation, -1 on
         # release), with room for units that would still be active after the end.
         self._diff = np.zeros(n_minutes + lead + 2, dtype=np.int64)
@@ -44,15 +118,33 @@ class SimulatedProvider:
         self._live: list[tuple[int, int]] = []
         self.commitments: list[tuple[int, Commitment]] = []
         self.events: list[ProviderEvent] = []
+        #: Scale-ups refused for want of capacity (kind "elastic_refused"; nothing changed).
+        self.refusals: list[ProviderEvent] = []
+
+    def grantable(self, now: int) -> int | None:
+        """The most elastic units the provider can grant at ``now`` (None: no limit)."""
+        return None if self.available is None else int(self.available[now])
 
     def units_held(self) -> int:
         """Active plus pending elastic units."""
         return len(self._live)
 
     def set_target(self, now: int, target: int, reason: str = "") -> int:
-        """Request or release units towards ``target``; returns the units held after it."""
+        """Request or release units towards ``target``; returns the units held after it.
+
+        A scale-up beyond what the provider can grant at ``now`` is refused whole (the
+        simulated provider's ``out_of_capacity``): nothing changes and the refusal is
+        recorded in :attr:`refusals`.
+        """
         target = max(0, target)
         held = len(self._live)
+        free = self.grantable(now)
+        if target > held and free is not None and target > free:
+            self.refusals.append(ProviderEvent(now, now, "elastic_refused", target - held,
+                                               None, target,
+                                               f"out_of_capacity: {max(0, free - held)} "
+                                               f"available; {reason}"))
+            return held
         if target > held:
             add = target - held
             start = now + self.lead
