@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from . import _calibration, _core
 from ._gaps import (
@@ -270,13 +270,18 @@ def fit_batch(
     zero_gap_minutes: float = 10,
     zero_load_after_minutes: float = ZERO_LOAD_AFTER_MINUTES,
     _config: _core.Config | None = None,
+    _calibrate: bool = True,
 ) -> list[FittedModel]:
     """Fit one model per series; series sharing length, start, time zone and calendar share
     one design matrix and are solved together.
 
     Runs of at least ``zero_gap_minutes`` reported zeros where load was expected are
     suspected logging gaps (missing), unless they last ``zero_load_after_minutes`` or
-    longer (0: no limit): those are load (see ``forecasting._gaps``)."""
+    longer (0: no limit): those are load (see ``forecasting._gaps``).
+
+    ``_calibrate=False`` skips the quantile calibration (about a third of the fit): the
+    models' means are the same, their quantiles are NaN. For callers that only score the
+    mean, as the model choice's validation does."""
     if not step_minutes > 0:
         raise ValueError("step_minutes must be > 0")
     cfg = _config or _core.DEFAULT
@@ -302,12 +307,12 @@ def fit_batch(
                    np.zeros((len(chunk), 0)))
             tasks.append((chunk, functools.partial(
                 _fit_group, raw, timeline, local, x_full, start, tz, cal, step_minutes, qs,
-                zero_gap_minutes, cfg, zero_load_after_minutes)))
+                zero_gap_minutes, cfg, zero_load_after_minutes, _calibrate)))
     # Chunks are independent and numpy releases the GIL in its heavy loops, so they run on
     # one thread per core, each with single-threaded BLAS (the products are small; BLAS
     # threads only contend with each other).
     workers = min(len(tasks), _workers())
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _threadpools().limit(limits=1, user_api="blas"):
         if workers <= 1:
             results = [task() for _chunk, task in tasks]
         else:
@@ -317,6 +322,13 @@ def fit_batch(
         for i, model in zip(chunk, fitted, strict=True):
             models[i] = model
     return [m for m in models if m is not None]
+
+
+@functools.cache
+def _threadpools() -> ThreadpoolController:
+    # Finding the loaded BLAS libraries costs about a millisecond: once per process, not
+    # once per fit (the model choice fits one series at a time).
+    return ThreadpoolController()
 
 
 def _workers() -> int:
@@ -339,6 +351,7 @@ def _fit_group(
     zero_gap_minutes: float,
     cfg: _core.Config,
     zero_load_after_minutes: float = ZERO_LOAD_AFTER_MINUTES,
+    calibrate: bool = True,
 ) -> list[FittedModel]:
     n_history = raw.shape[1]
     if raw.shape[1] == 0:
@@ -377,7 +390,11 @@ def _fit_group(
     gram_cache: dict[tuple[int, int], FloatArray] = {}
     core = _core.fit_core(ys, x_full, local.day, step_minutes, cfg, gram_cache)
     levels = tuple(sorted(set(quantiles) | set(_INTERVAL_LEVELS)))
-    cal = _calibration.calibrate(ys, x_full, local.day, core, levels, step_minutes, cfg, gram_cache)
+    if calibrate:
+        cal = _calibration.calibrate(ys, x_full, local.day, core, levels, step_minutes, cfg,
+                                     gram_cache)
+    else:
+        cal = _uncalibrated(m, levels, step_minutes, cfg)
     hs = _core.horizon_grid(cfg, step_minutes).astype(np.float64)
     windows = _core.feature_windows(cfg, step_minutes)
     lags = _core.lag_steps(cfg, step_minutes)
@@ -445,6 +462,17 @@ def _fit_group(
     return out
 
 
+def _uncalibrated(m: int, levels: tuple[float, ...], step_minutes: float,
+                  cfg: _core.Config) -> _calibration.Calibration:
+    """What ``calibrate`` returns, minus the calibration: the same (fixed) blend weights, so
+    the same means, and NaN error quantiles."""
+    hs = _core.horizon_grid(cfg, step_minutes)
+    blend = np.repeat(_core.blend_weights(cfg, hs, step_minutes)[None], m, axis=0)
+    return _calibration.Calibration(
+        levels=levels, table=np.full((m, hs.size, len(levels)), np.nan),
+        accuracy=[{"method": "none (not calibrated)"} for _ in range(m)], blend=blend)
+
+
 def fit(
     history: npt.ArrayLike,
     *,
@@ -455,6 +483,7 @@ def fit(
     quantiles: Sequence[float] = (0.5, 0.9),
     zero_gap_minutes: float = 10,
     zero_load_after_minutes: float = ZERO_LOAD_AFTER_MINUTES,
+    _calibrate: bool = True,
 ) -> FittedModel:
     """Fit one series (the expensive part); see ``fit_batch`` for many."""
     return fit_batch(
@@ -466,6 +495,7 @@ def fit(
         quantiles=quantiles,
         zero_gap_minutes=zero_gap_minutes,
         zero_load_after_minutes=zero_load_after_minutes,
+        _calibrate=_calibrate,
     )[0]
 
 

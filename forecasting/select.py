@@ -22,6 +22,7 @@ set, for the caller to log.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -56,6 +57,8 @@ from .models import (
 
 Clock = Callable[[], float]
 
+log = logging.getLogger(__name__)
+
 #: Largest daily period (steps) the statsmodels members are tried at: 5-minute data.
 #: At 1-minute steps a 1,440-step season makes Holt-Winters and MSTL take minutes per
 #: series, so minute data choose between the harmonic model and seasonal naive only.
@@ -66,6 +69,9 @@ HARMONIC_REFIT_STEPS = 20_000
 #: The statsmodels members see at most this many days (older data rarely helps a
 #: two-day forecast and costs time linearly).
 FIT_DAYS = 42.0
+#: With the fast path's forecast at hand, a candidate must beat the harmonic member by this
+#: much (relative validation MASE, and at every origin) to replace it (see select_forecast).
+FAST_MARGIN = 0.05
 
 
 @dataclass(frozen=True)
@@ -167,12 +173,25 @@ def _scale(y: FloatArray, m: int) -> float:
     return float(pos.mean()) if pos.size and pos.mean() > 0 else 1.0
 
 
+def _clearly_better(cand: FloatArray, base: FloatArray, margin: float) -> bool:
+    """Per-origin validation MASE ``cand`` beats ``base`` at every origin and on average by
+    at least ``margin`` (relative)."""
+    ok = np.isfinite(cand) & np.isfinite(base)
+    if not ok.any():
+        return False
+    return bool(np.all(cand[ok] < base[ok])
+                and cand[ok].mean() <= (1.0 - margin) * base[ok].mean())
+
+
 def _expired(clock: Clock | None, deadline: float | None) -> bool:
     return clock is not None and deadline is not None and clock() >= deadline
 
 
-def _fit(model: SeriesModel, y: FloatArray, periods: tuple[int, ...]) -> FittedSeries | None:
+def _fit(model: SeriesModel, y: FloatArray, periods: tuple[int, ...], *,
+         mean_only: bool = False) -> FittedSeries | None:
     try:
+        if mean_only and isinstance(model, Harmonic):
+            return model.fit_mean(y, periods)
         return model.fit(y, periods)
     except (ValueError, np.linalg.LinAlgError, IndexError, ZeroDivisionError):
         # A member that cannot fit this series is simply not a candidate.
@@ -182,16 +201,6 @@ def _fit(model: SeriesModel, y: FloatArray, periods: tuple[int, ...]) -> FittedS
 def _input(model: SeriesModel, y_local: FloatArray, y_filled: FloatArray) -> FloatArray:
     # The harmonic model skips missing steps itself; the others need them filled.
     return y_local if isinstance(model, Harmonic) else y_filled
-
-
-def _conformal(abs_err: FloatArray, coverage: float) -> float:
-    """Split-conformal half-width: the ceil((n+1) c)-th smallest |error| (the largest one
-    when there are too few errors for that rank)."""
-    e = np.sort(abs_err[np.isfinite(abs_err)])
-    if e.size == 0:
-        return math.nan
-    k = math.ceil((e.size + 1) * coverage)
-    return float(e[min(k, e.size) - 1])
 
 
 def _quantiles(mean: FloatArray, errors: FloatArray, levels: tuple[float, ...]) -> FloatArray:
@@ -207,16 +216,27 @@ def _quantiles(mean: FloatArray, errors: FloatArray, levels: tuple[float, ...]) 
     h = mean.size
     hv = errors.shape[1]
     w = max(1, hv // 8)
-    out = np.empty((len(levels), h))
     sign = np.array([1.0 if q > 0.5 else -1.0 if q < 0.5 else 0.0 for q in levels])
+    coverages = [abs(2 * q - 1) for q in levels]
+    # Neighbouring windows share all but a few of their 2w + 1 columns, so the pool is
+    # evaluated every ``w // 4`` horizons and held in between (every horizon when w < 8,
+    # as for hourly data; at minute steps this is 32 pools instead of 1,440).
+    stride = max(1, w // 4)
     table = np.zeros((hv, len(levels)))
     centres = np.zeros(hv)
-    for c in range(hv):
+    for c0 in range(0, hv, stride):
+        c = min(c0 + stride // 2, hv - 1)
         pool = errors[:, max(0, c - w) : c + w + 1].ravel()
         pool = pool[np.isfinite(pool)]
-        centres[c] = float(np.median(pool)) if pool.size else 0.0
-        table[c] = np.nan_to_num([_conformal(np.abs(pool - centres[c]), abs(2 * q - 1))
-                                  for q in levels])
+        centre = float(np.median(pool)) if pool.size else 0.0
+        # Split-conformal half-width (Vovk et al. 2005): the ceil((n+1) c)-th smallest
+        # |error| at coverage c, the largest when there are too few errors for that rank.
+        dev = np.sort(np.abs(pool - centre))
+        row = [math.nan if dev.size == 0 else
+               float(dev[min(math.ceil((dev.size + 1) * cov), dev.size) - 1])
+               for cov in coverages]
+        centres[c0 : c0 + stride] = centre
+        table[c0 : c0 + stride] = np.nan_to_num(row)
     # Errors do not shrink with the horizon: a width never falls below an earlier one's
     # (a running maximum), which evens out the noise of a few origins.
     table = np.maximum.accumulate(table, axis=0)
@@ -241,6 +261,8 @@ def select_forecast(
     max_combination: int = 3,
     clock: Clock | None = None,
     deadline: float | None = None,
+    fast: Forecast | None = None,
+    fast_margin: float = FAST_MARGIN,
 ) -> Forecast:
     """Choose a model (or an equal-weight combination) by rolling-origin validation and
     forecast ``horizon`` steps after ``history``.
@@ -253,6 +275,18 @@ def select_forecast(
     forecast's errors at ``n_calibration`` such origins (fewer if the history is short).
     With a ``deadline`` on ``clock``, the choice uses the candidates validated before it
     passed; if none was, the fast harmonic path is returned with ``selection.degraded = "budget"``.
+
+    ``fast``: the fast path's forecast of this very history and horizon when the caller
+    already has it (the daemon and ``capsched forecast`` fit every deployment with
+    :func:`fit_batch` first). It is returned, with the evidence in
+    ``parameters["selection"]`` and ``fast_path`` set, whenever the fast path would be
+    (a fallback, or the harmonic member chosen alone), instead of fitting it again. With
+    ``fast`` given the choice leaves the fast path only for a candidate that beats the
+    harmonic member at every validation origin and by ``fast_margin`` (relative) on
+    average: the harmonic member stands in for the fast path in validation, fitted once
+    days before the origins and never refitted, so its score is a pessimistic stand-in,
+    and three origins are few. Otherwise the fast path stays, with
+    ``degraded = "not clearly better than the fast path"`` and the evidence.
     Raises ``ValueError`` for a non-positive step, a negative horizon or a bad quantile.
     """
     if not step_minutes > 0:
@@ -269,10 +303,14 @@ def select_forecast(
     week = steps_for(MINUTES_PER_WEEK, step_minutes)
     periods = (day, week)
 
-    def fast(reason: str | None, choice: Choice | None = None) -> Forecast:
-        fc = forecast(raw, step_minutes=step_minutes, horizon=horizon, quantiles=qs,
-                      start=start, timezone=timezone, calendar=cal,
-                      zero_gap_minutes=zero_gap_minutes)
+    given_fast = fast
+    if fast is not None and fast.mean.shape[0] != horizon:
+        raise ValueError(f"fast has {fast.mean.shape[0]} steps, not the horizon {horizon}")
+
+    def keep_fast(reason: str | None, choice: Choice | None = None) -> Forecast:
+        fc = given_fast if given_fast is not None else forecast(
+            raw, step_minutes=step_minutes, horizon=horizon, quantiles=qs, start=start,
+            timezone=timezone, calendar=cal, zero_gap_minutes=zero_gap_minutes)
         sel = (choice or Choice((fc.model,), (1.0,), math.nan, {}, 0, 0)).to_dict()
         sel["chosen"] = fc.model
         sel["degraded"] = reason
@@ -283,7 +321,7 @@ def select_forecast(
     y_local = _to_local(y_utc, g) if n else y_utc
     seen = np.flatnonzero(np.isfinite(y_local))
     if seen.size < 2 * day:
-        return fast("history shorter than two days")
+        return keep_fast("history shorter than two days")
     y_local = y_local[seen[0]:]
     offset = int(seen[0])
     fit_steps = steps_for(FIT_DAYS * MINUTES_PER_DAY, step_minutes)
@@ -297,7 +335,7 @@ def select_forecast(
     origins = [m_len - hv - k * day for k in range(n_origins)]
     origins = [o for o in origins if o >= 2 * day]
     if not origins:
-        return fast("history too short for validation")
+        return keep_fast("history too short for validation")
 
     all_origins = [m_len - hv - k * day for k in range(max(n_origins, n_calibration))]
     first_origin = min(o for o in all_origins + origins if o >= 2 * day)
@@ -311,7 +349,8 @@ def select_forecast(
                 # Long (minute) histories: fit once at the earliest origin and advance
                 # with predict, as the daemon does between refits.
                 if model.name not in harmonic_fits:
-                    harmonic_fits[model.name] = _fit(model, y_local[:first_origin], periods)
+                    harmonic_fits[model.name] = _fit(model, y_local[:first_origin], periods,
+                                                     mean_only=True)
                 fitted = harmonic_fits[model.name]
                 if fitted is None:
                     return None
@@ -321,7 +360,7 @@ def select_forecast(
             lo = 0 if isinstance(model, Harmonic) else max(0, o - fit_steps)
             if not model.usable(o - lo, periods):
                 return None
-            fitted = _fit(model, _input(model, y_local, y_all)[lo:o], periods)
+            fitted = _fit(model, _input(model, y_local, y_all)[lo:o], periods, mean_only=True)
             if fitted is None:
                 return None
             out.append(np.asarray(fitted.forecast(hv), dtype=np.float64))
@@ -338,7 +377,12 @@ def select_forecast(
         if runs is not None:
             fcs[model.name] = runs
     if not fcs:
-        return fast(degraded or "no model could be validated")
+        return keep_fast(degraded or "no model could be validated")
+    if given_fast is not None and degraded and any(
+            isinstance(m, Harmonic) and m.name not in fcs for m in family):
+        # The budget ran out before the fast path itself was validated: nothing shows that
+        # the members validated so far beat it, so it stays.
+        return keep_fast(degraded)
     truth = np.stack([y_local[o : o + hv] for o in origins])  # NaN where missing
     scales = np.array([_scale(y_all[max(0, o - fit_steps) : o], day) for o in origins])
 
@@ -362,12 +406,22 @@ def select_forecast(
     best = min((k for k in scores if math.isfinite(scores[k])), key=lambda k: scores[k],
                default=None)
     if best is None:
-        return fast("no finite validation score")
+        return keep_fast("no finite validation score")
     members = combos.get(best, (best,))
     choice = Choice(members, tuple(1.0 / len(members) for _ in members), scores[best],
                     scores, len(origins), hv, degraded)
 
     by_name = {m.name: m for m in family}
+    if given_fast is not None:
+        harmonic = next((m.name for m in family if isinstance(m, Harmonic)), None)
+        if len(members) == 1 and members[0] == harmonic:
+            # The harmonic member alone is the fast path: keep the caller's forecast
+            # (fitted on the UTC grid with its own calibrated quantiles), with the evidence.
+            return keep_fast(None, choice)
+        if harmonic is not None and harmonic in errors and not _clearly_better(
+                np.nanmean(np.abs(errors[best]), axis=1) / scales,
+                np.nanmean(np.abs(errors[harmonic]), axis=1) / scales, fast_margin):
+            return keep_fast("not clearly better than the fast path", choice)
     # Calibrate on more origins than the choice needed: the chosen members only, so the
     # quantiles rest on n_calibration x Hv errors instead of n_origins x Hv.
     calib_err = [errors[best]]
@@ -390,7 +444,7 @@ def select_forecast(
         lo = 0 if isinstance(model, Harmonic) else max(0, m_len - fit_steps)
         fitted = _fit(model, _input(model, y_local, y_all)[lo:], periods)
         if fitted is None:
-            return fast("the chosen model failed on the whole history", choice)
+            return keep_fast("the chosen model failed on the whole history", choice)
         means.append(np.asarray(fitted.forecast(steps_needed), dtype=np.float64))
     local_mean = np.mean(means, axis=0)
     local_q = _quantiles(local_mean, cal_errors, qs) if local_mean.size else np.zeros(
@@ -431,3 +485,85 @@ def _with_selection(fc: Forecast, selection: dict[str, Any]) -> Forecast:
     params["selection"] = selection
     return Forecast(fc.mean, fc.quantile_levels, fc.quantiles, fc.start, fc.step_minutes,
                     fc.model, params, fc.accuracy)
+
+
+@dataclass(frozen=True)
+class BatchSelection:
+    """What :func:`select_batch` returned: one forecast per series, and the tally."""
+
+    forecasts: list[Forecast]
+    validated: int  # series whose choice ran (their evidence is in the selection)
+    not_due: int  # series the caller did not ask to validate this time (fast path kept)
+    out_of_time: tuple[int, ...]  # series the budget did not reach (fast path kept)
+
+
+def select_batch(
+    histories: Sequence[npt.ArrayLike],
+    *,
+    step_minutes: float,
+    horizon: int,
+    fast: Sequence[Forecast],
+    quantiles: Sequence[float] = (0.5, 0.9),
+    starts: Sequence[dt.datetime | None] | None = None,
+    timezones: Sequence[str] | None = None,
+    calendars: Sequence[Sequence[CalendarDay] | None] | None = None,
+    zero_gap_minutes: float = 10,
+    validate: Sequence[bool] | None = None,
+    clock: Clock | None = None,
+    deadline: float | None = None,
+    n_origins: int = 3,
+    n_calibration: int = 7,
+) -> BatchSelection:
+    """The per-series choice for a whole refit under one budget.
+
+    ``fast[i]`` is the fast path's forecast of ``histories[i]`` (from :func:`fit_batch`
+    and ``predict``): the choice starts from it and returns it unchanged, with the
+    evidence attached, whenever the validation does not show something better (see
+    :func:`select_forecast`). ``validate[i] = False`` keeps ``fast[i]`` without validating
+    (the caller re-validates a still-fresh choice on a slower cadence than it refits).
+
+    One ``deadline`` on ``clock`` covers the whole batch: series are validated in order
+    until it passes; the rest keep the fast path with ``selection.degraded = "budget"``,
+    and one warning names how many. Pure: the clock is the caller's.
+    """
+    n = len(histories)
+    if len(fast) != n:
+        raise ValueError(f"fast must have one forecast per series ({n}), got {len(fast)}")
+    start_list = list(starts) if starts is not None else [None] * n
+    tz_list = list(timezones) if timezones is not None else ["UTC"] * n
+    cal_list = list(calendars) if calendars is not None else [None] * n
+    due = list(validate) if validate is not None else [True] * n
+    if not len(start_list) == len(tz_list) == len(cal_list) == len(due) == n:
+        raise ValueError("starts, timezones, calendars and validate need one entry per series")
+    qs = _check_quantiles(quantiles)
+    out: list[Forecast] = []
+    late: list[int] = []
+    validated = not_due = 0
+    for i in range(n):
+        if not due[i]:
+            not_due += 1
+            out.append(_with_selection(fast[i], _kept(fast[i], "not due")))
+        elif late or _expired(clock, deadline):
+            late.append(i)
+            out.append(_with_selection(fast[i], _kept(fast[i], "budget")))
+        else:
+            fc = select_forecast(
+                histories[i], step_minutes=step_minutes, horizon=horizon, quantiles=qs,
+                start=start_list[i], timezone=tz_list[i], calendar=cal_list[i],
+                zero_gap_minutes=zero_gap_minutes, n_origins=n_origins,
+                n_calibration=n_calibration, clock=clock, deadline=deadline, fast=fast[i])
+            if fc.parameters["selection"].get("degraded") == "budget":
+                late.append(i)
+            else:
+                validated += 1
+            out.append(fc)
+    if late:
+        log.warning("model choice out of time: %d of %d series keep the fast path "
+                    "(%d validated, %d not due)", len(late), n, validated, not_due)
+    return BatchSelection(out, validated, not_due, tuple(late))
+
+
+def _kept(fc: Forecast, reason: str) -> dict[str, Any]:
+    sel = Choice((fc.model,), (1.0,), math.nan, {}, 0, 0, reason).to_dict()
+    sel["fast_path"] = True
+    return sel
