@@ -22,7 +22,7 @@ import numpy.typing as npt
 import pytest
 
 from bench.scenarios.suite import SCENARIOS, Built, build, provider_capacity
-from scheduler.config import Deployment, load_config
+from scheduler.config import load_config
 from scheduler.ingest.files import read_usage_file
 from scheduler.planning.backtest import capacity_from_settings, run_backtest
 from scheduler.planning.simulator import CapacityWindow, ProviderCapacity, SimulatedProvider
@@ -69,25 +69,20 @@ def test_capacity_series_applies_its_windows_over_the_base_pool() -> None:
     assert s[0] == 2 and s[1] == s[2] == np.iinfo(np.int64).max
 
 
-def _dep(**kw: Any) -> Deployment:
-    return load_config(_write_config(**kw)).deployment("bot")
-
-
-def _write_config(**provider: Any) -> Path:
-    import tempfile
-
-    lines = ["[providers.simulated]"] + [f"{k} = {v}" for k, v in provider.items()]
-    path = Path(tempfile.mkdtemp()) / "capsched.toml"
-    sc = SCENARIOS["tidal"]
+def _write_config(tmp: Path, **provider: Any) -> Path:
+    """The suite's tidal config with these ``[providers.simulated]`` keys."""
     from bench.scenarios.suite import config_text
 
-    path.write_text("\n".join(lines) + "\n\n" + config_text(sc), encoding="utf-8")
+    lines = ["[providers.simulated]"] + [f"{k} = {v}" for k, v in provider.items()]
+    path = tmp / "capsched.toml"
+    path.write_text("\n".join(lines) + "\n\n" + config_text(SCENARIOS["tidal"]),
+                    encoding="utf-8")
     return path
 
 
-def test_capacity_from_settings_reads_the_simulated_providers_keys() -> None:
-    dep = _dep(available_units=2, supported_terms="[]")
-    cfg = load_config(_write_config(available_units=2, supported_terms="[]"))
+def test_capacity_from_settings_reads_the_simulated_providers_keys(tmp_path: Path) -> None:
+    cfg = load_config(_write_config(tmp_path, available_units=2, supported_terms="[]"))
+    dep = cfg.deployment("bot")
     cap = capacity_from_settings(cfg.providers, dep)
     assert cap == ProviderCapacity(available_units=2, supported_terms=())
     # A per-deployment override wins; nothing set at all: no pool.
@@ -252,3 +247,34 @@ def test_a_pool_cut_to_one_unit_grants_one_and_the_rest_after_the_cut(cap_run: A
     back = run.at(DAY + 14 * H) + retry + lead + 1
     assert (run.held[back:run.at(DAY + 18 * H)] >= 3).all()
     assert run.spill[back:].sum() == 0.0
+
+
+# ------------------------------------------- the shared minute grid (planning/grid.py)
+
+
+def test_minute_grid_fills_absent_minutes_and_checks_the_window(tmp_path: Path) -> None:
+    """The grid the backtest and bench/scenarios/run.py share: absent minutes are
+    missing with zero tokens, rows of other deployments are left out, the window's first
+    minute is ``i0``."""
+    from scheduler.planning.grid import minute_grid
+
+    path = tmp_path / "u.csv"
+    path.write_text("minute_utc,deployment,input_tokens,output_tokens,requests\n"
+                    "2026-03-17T00:00Z,a,10,1,1\n"
+                    "2026-03-17T00:01Z,b,99,9,1\n"
+                    "2026-03-17T00:03Z,a,30,3,1\n"
+                    "2026-03-17T00:04Z,a,40,4,1\n", encoding="utf-8")
+    usage = read_usage_file(path)
+    g = minute_grid(usage, "a", DAY + M, DAY + 4 * M)
+    assert (g.size, g.i0, g.origin) == (4, 1, DAY + M)
+    assert g.input_tokens.tolist() == [10, 0, 0, 30]
+    assert g.output_tokens.tolist() == [1, 0, 0, 3]
+    assert g.missing.tolist() == [False, True, True, False]
+    whole = minute_grid(usage, "a")
+    assert (whole.size, whole.i0) == (5, 0)
+    with pytest.raises(ValueError, match="no rows for deployment"):
+        minute_grid(usage, "c")
+    with pytest.raises(ValueError, match="before the trace"):
+        minute_grid(usage, "a", DAY - M)
+    with pytest.raises(ValueError, match="empty"):
+        minute_grid(usage, "a", DAY + 2 * M, DAY + 2 * M)
