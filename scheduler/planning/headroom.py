@@ -130,6 +130,12 @@ class HeadroomCurve:
     mean_demand: float = 0.0
     peak: float = 0.0
     observed_minutes: int = 0
+    #: The spread of ``level_spill`` over block-bootstrap resamples of the window
+    #: (:func:`resampled_level_spill`): its low and high percentile at each level. Empty
+    #: when not computed. On heavy-tailed traffic the level a bound needs is set by a few
+    #: bursts, so one replay cannot pin it down; this says how far it may move.
+    level_spill_low: tuple[float, ...] = ()
+    level_spill_high: tuple[float, ...] = ()
 
     def headroom_for(self, target_fraction: float) -> float | None:
         """Smallest headroom from which every larger one replayed within the target;
@@ -149,6 +155,10 @@ class HeadroomCurve:
         """Replayed spill fraction at a headroom of the grid."""
         return self.spill_fractions[self.headrooms.index(headroom)]
 
+
+#: A bound whose cost the resampled replays spread beyond this fraction either side of
+#: the replay's own estimate is reported as uncertain (:attr:`Cover.bound_uncertain`).
+ESTIMATE_TOLERANCE = 0.25
 
 #: Constant levels priced by :func:`choose_cover` at most (0 .. this many units).
 MAX_LEVELS = 4000
@@ -172,6 +182,42 @@ def constant_level_spill(demand: npt.ArrayLike, levels: int) -> FloatArray:
     return np.asarray(np.maximum(spill, 0.0) / total, np.float64)
 
 
+#: Block bootstrap of the replay: blocks of an hour (bursts and the daily cycle stay
+#: whole inside a block), this many draws, and the percentiles kept as the range.
+RESAMPLE_BLOCK_MINUTES = 60
+RESAMPLE_DRAWS = 100
+RESAMPLE_PERCENTILES = (5.0, 95.0)
+
+
+def resampled_level_spill(
+    demand: npt.ArrayLike, levels: int, *, block: int = RESAMPLE_BLOCK_MINUTES,
+    draws: int = RESAMPLE_DRAWS, percentiles: tuple[float, float] = RESAMPLE_PERCENTILES,
+    seed: int = 0,
+) -> tuple[FloatArray, FloatArray]:
+    """Low and high percentile, per level c = 0 .. levels - 1, of the spill fraction of a
+    constant ``c`` units over windows as long as ``demand`` resampled from its blocks.
+
+    ``demand`` is (t,) demand units per observed minute (NaN dropped first). A block
+    bootstrap (whole blocks drawn with replacement, a fixed seed: deterministic) shows how
+    much the level meeting a bound depends on which bursts the window happened to hold.
+    With under two whole blocks there is nothing to resample: both are the replay itself.
+    """
+    d = np.asarray(demand, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    n_blocks = d.size // max(block, 1)
+    if n_blocks < 2 or draws < 1:
+        one = constant_level_spill(d, levels)
+        return one, one
+    blocks = d[: n_blocks * block].reshape(n_blocks, block)
+    rng = np.random.default_rng(seed)
+    out = np.empty((draws, max(levels, 1)))
+    for i in range(draws):
+        pick = blocks[rng.integers(0, n_blocks, size=n_blocks)].ravel()
+        out[i] = constant_level_spill(pick, levels)
+    lo, hi = np.percentile(out, percentiles, axis=0)
+    return np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+
+
 def headroom_curves(
     demand: npt.ArrayLike, *, lead: int, hold: int, grid: tuple[float, ...] = DEFAULT_GRID,
     min_observed_minutes: int = 1440,
@@ -188,11 +234,14 @@ def headroom_curves(
         row = d[i][np.isfinite(d[i])]
         peak = float(row.max(initial=0.0))
         levels = min(MAX_LEVELS, math.ceil(peak - 1e-9) + 1)
+        lo, hi = resampled_level_spill(row, levels)
         out.append(HeadroomCurve(
             tuple(grid), tuple(float(x) for x in frac[i]),
             capacity=tuple(float(x) for x in held[i]),
             level_spill=tuple(float(x) for x in constant_level_spill(row, levels)),
-            mean_demand=float(row.mean()), peak=peak, observed_minutes=int(observed[i])))
+            mean_demand=float(row.mean()), peak=peak, observed_minutes=int(observed[i]),
+            level_spill_low=tuple(float(x) for x in lo),
+            level_spill_high=tuple(float(x) for x in hi)))
     return out
 
 
@@ -226,6 +275,20 @@ class Cover:
     payg_cost_per_minute: float
     #: False for a curve without pricing data: only the headroom rule, costs unknown.
     priced: bool = True
+    #: What meeting the bound costs on resampled replays (its low and high percentile),
+    #: when the bound's cover is a constant level; NaN when not known.
+    bound_cost_low_per_minute: float = math.nan
+    bound_cost_high_per_minute: float = math.nan
+
+    @property
+    def bound_uncertain(self) -> bool:
+        """The replay cannot pin what meeting the bound costs to within
+        :data:`ESTIMATE_TOLERANCE` (heavy-tailed traffic: a few bursts set the level)."""
+        lo, hi, mid = (self.bound_cost_low_per_minute, self.bound_cost_high_per_minute,
+                       self.bound_cost_per_minute)
+        if not (math.isfinite(lo) and math.isfinite(hi)) or mid <= 0:
+            return False
+        return hi > mid * (1 + ESTIMATE_TOLERANCE) or lo < mid * (1 - ESTIMATE_TOLERANCE)
 
     @property
     def bound_within_ceiling(self) -> bool:
@@ -249,11 +312,19 @@ class Cover:
                 + (f"{self.bound_level} units held all along"
                    if self.bound_headroom is None else
                    f"median forecast x {1 + self.bound_headroom:.3f}")
-                + f"); the ceiling ${self.ceiling_per_minute * day:,.2f}/day buys "
+                + (f"; ${self.bound_cost_low_per_minute * day:,.2f}-"
+               f"${self.bound_cost_high_per_minute * day:,.2f}/day on resampled replays"
+               if math.isfinite(self.bound_cost_low_per_minute)
+               and math.isfinite(self.bound_cost_high_per_minute) else "")
+            + f"); the ceiling ${self.ceiling_per_minute * day:,.2f}/day buys "
                   f"{self.ceiling_spill_fraction:.2%} spill; pay-as-you-go alone costs "
                   f"${self.payg_cost_per_minute * day:,.2f}/day")
         if not self.bound_within_ceiling:
             text += "; the bound is not met at a sane price, holding the cheapest cover"
+        elif self.bound_uncertain:
+            text += ("; a few bursts set that level, so the recent replay cannot estimate "
+                     f"it within {ESTIMATE_TOLERANCE:.0%}: the bound may be missed or cost "
+                     "more")
         if self.payg_cheapest:
             text += "; pay-as-you-go alone is cheaper than any reservation"
         return text
@@ -327,6 +398,20 @@ def choose_cover(
                          else ("level", ic, float(c_cost[ic])))
     if kind == "level" and i == 0:
         kind = "payg"
+    lo_cost = hi_cost = math.nan
+    bound = deployment.max_spill_fraction
+    if b_kind == "level" and curve.level_spill_low and curve.level_spill_high:
+        def level_cost(spills: tuple[float, ...]) -> float:
+            s = np.asarray(spills)
+            ok = np.flatnonzero(s <= bound + tol)
+            c = int(ok[0]) if ok.size else s.size - 1
+            return float(c * r30 + s[c] * dem * q)
+
+        # A prediction, not the replay's own spread: the coming window varies as much
+        # as the replayed one did, on top of the replay's error (independent: sqrt 2).
+        mid = b_cost if b_kind == "level" else float(c_cost[b_i])
+        lo_cost = max(mid - math.sqrt(2.0) * (mid - level_cost(curve.level_spill_low)), 0.0)
+        hi_cost = mid + math.sqrt(2.0) * (level_cost(curve.level_spill_high) - mid)
     return Cover(
         kind=kind, headroom=float(h[i]) if kind == "headroom" else None,
         level=i if kind != "headroom" else 0,
@@ -336,6 +421,7 @@ def choose_cover(
         bound_headroom=float(h[b_i]) if b_kind == "headroom" else None,
         ceiling_per_minute=float(ceiling), ceiling_spill_fraction=ceiling_spill,
         payg_cost_per_minute=float(c_cost[0]),
+        bound_cost_low_per_minute=lo_cost, bound_cost_high_per_minute=hi_cost,
     )
 
 

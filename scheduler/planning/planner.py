@@ -46,7 +46,13 @@ from scheduler.planning.economics import (
     committed_unit_minute_rate,
     unit_minute_rate,
 )
-from scheduler.planning.headroom import Cover, HeadroomCurve, applies_to, choose_cover
+from scheduler.planning.headroom import (
+    Cover,
+    HeadroomCurve,
+    applies_to,
+    choose_cover,
+    constant_level_spill,
+)
 
 MINUTE = dt.timedelta(minutes=1)
 #: Elastic changes listed per plan (now and the next ones).
@@ -479,6 +485,27 @@ def typical_day_level(recent: FloatArray, days: int = 7, share: float = 0.5,
     return sorted(levels)[-2]
 
 
+def every_day_bound_level(recent: FloatArray, days: int, fraction: float,
+                          min_days: int = 3) -> float | None:
+    """The constant level each of the last ``days`` whole days needed to keep its own
+    spill within ``fraction``: the lowest of the per-day levels (a level every one of
+    them needed, so no single heavy-tailed day drives it). None under ``min_days``
+    observed days (a day needs half its minutes observed)."""
+    n = min(days, recent.shape[0] // 1440)
+    levels = []
+    for i in range(n):
+        day = recent[recent.shape[0] - (i + 1) * 1440: recent.shape[0] - i * 1440]
+        seen = day[np.isfinite(day)]
+        if seen.size < 720:
+            continue
+        spill = constant_level_spill(seen, math.ceil(float(seen.max(initial=0.0)) - 1e-9) + 1)
+        ok = np.flatnonzero(spill <= fraction + 1e-12)
+        levels.append(float(ok[0]) if ok.size else float(spill.size - 1))
+    if len(levels) < max(min_days, 1):
+        return None
+    return min(levels)
+
+
 def persisted_level(recent: FloatArray | None, minutes: int) -> float:
     """The demand level held throughout the last ``minutes`` observed (their minimum);
     0 without enough observations (at least half of them)."""
@@ -651,6 +678,10 @@ def plan(
         reasons.append(Reason(now, "spill", "cover_on_replay", None, summary))
         if not cover.bound_within_ceiling:
             bound_alert = summary
+        elif cover.bound_uncertain:
+            # Heavy-tailed traffic: what the bound costs is said at once (the first plan),
+            # with its range, before any overrun can tell.
+            bound_alert = summary if bound_alert is None else summary + "; " + bound_alert
         elif bound_alert is not None:
             bound_alert += "; " + summary
     if int(need.max(initial=0)) >= cap_units and cap_units < dep.max_units:
@@ -671,21 +702,32 @@ def plan(
         # A committed unit stands in for the elastic unit the plan would otherwise hold
         # at its layer, and the calibrated rule holds median x (1 + h).
         factor, floor = 1.0, 0.0
+        level_cover = base_cover is not None and base_cover.kind == "level"
         if base_cover is not None and base_cover.kind == "headroom":
             factor = 1.0 + (base_cover.headroom or 0.0)
         elif base_cover is not None:
             floor = float(base_cover.level)
         # What the observed days support: the level they needed for more than a term's
-        # break-even share of their minutes (x the cover's factor, or its level).
+        # break-even share of their minutes (x the cover's factor). A constant-level cover
+        # holds its level all along, so its units are "needed" all the time; but the level
+        # is set by the replay's tail (pooled over days, a heavy day drives it), so a
+        # commitment stands only on the level *every* recent day needed to meet the bound
+        # on its own (the lowest per-day level), never on the pooled level itself.
         max_by_term: dict[int, int] = {}
         if commit_evidence is not None:
             for term, days, min_days in ((30, 7, 3), (7, 3, 2)):
                 share = 1.0 - dep.pricing.commit_discount(term) + s.commit_margin
                 typical = typical_day_level(commit_evidence.recent, days, min(share, 1.0),
                                             min_days)
+                if level_cover and typical is not None:
+                    # Three whole days at least for either term: a tail needs more
+                    # evidence than a level.
+                    every_day = every_day_bound_level(commit_evidence.recent, 7, aim, 3)
+                    typical = (None if every_day is None
+                               else max(typical, min(floor, every_day)))
                 # Under three days observed: no 30-day term on so little evidence.
                 max_by_term[term] = (0 if typical is None else max(
-                    math.ceil(max(typical * factor, floor) - s.round_tolerance), 0))
+                    math.ceil(typical * factor - s.round_tolerance), 0))
         new_commitments = _decide_commitments(
             commit_forecast, holdings.commitments, dep, now, s, reasons, held_elastic,
             factor, floor=floor, max_level=cap_units, max_by_term=max_by_term)
