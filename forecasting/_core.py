@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
@@ -51,6 +52,19 @@ class Config:
     trend_pvalue: float = 0.01
     residual_ridge: float = 1e-2
     level_floor: float = 0.05
+    # Lasting level changes and one-off outlier days (see level_change, outlier_days):
+    # a change is believed when the hours since it sit, nearly all of them, on the far
+    # side of the midpoint between the old and the new level, the new level is at least
+    # level_min_ratio away and level_sd_factor robust SDs of the hourly noise; a day is an
+    # outlier when its level is outlier_min_ratio away from the usual one (and from the
+    # same weekday's) and level_sd_factor + 1 robust SDs of the day-to-day spread.
+    level_min_ratio: float = 1.25
+    level_sd_factor: float = 3.0
+    level_min_post_hours: int = 3
+    level_min_pre_hours: int = 24
+    level_search_days: float = 14.0
+    level_consistency: float = 0.8
+    outlier_min_ratio: float = 1.5
     min_errors: int = 20
     scale_by_forecast: bool = True
     interval_levels: tuple[float, ...] = (0.025, 0.1, 0.9, 0.975)
@@ -93,6 +107,9 @@ class CoreFit:
     beta: FloatArray  # (m, G, F)
     span_days: FloatArray  # (m,)
     resid: FloatArray  # (m, k) residuals from the profile and trend of the last k steps
+    # (m,) factor the history before a lasting level change was rescaled by (1: none)
+    level_factor: FloatArray | None = None
+    level_notes: list[dict[str, Any]] | None = None  # per row: what _adapt_history did
 
 
 def _spans(obs: np.ndarray[Any, np.dtype[np.bool_]], step_minutes: float) -> FloatArray:
@@ -458,6 +475,252 @@ def _fit_residual_model(
     return beta
 
 
+def hour_blocks(day: IntArray, step_minutes: float) -> tuple[IntArray, int, IntArray, IntArray]:
+    """Local-hour blocks of a step grid: (block of each step, number of blocks, local hour of
+    each block, local day of each block), blocks in time order.
+
+    ``day`` is the local day of each step; a first day that starts mid-day is aligned to
+    its end, so its blocks carry the right hours. DST days keep 23 or 25 hours (the 25th
+    joins the 24th)."""
+    t = day.size
+    spd = steps_for(MINUTES_PER_DAY, step_minutes)
+    new_day = np.concatenate(([True], day[1:] != day[:-1])) if t else np.zeros(0, dtype=bool)
+    run = np.cumsum(new_day) - 1
+    starts = np.flatnonzero(new_day)
+    pos = np.arange(t) - starts[run] if t else np.zeros(0, dtype=np.int64)
+    if starts.size:
+        first_len = int(starts[1]) if starts.size > 1 else t
+        if first_len < spd:
+            pos[:first_len] += spd - first_len
+    hour = np.minimum((pos * step_minutes) // 60, 23).astype(np.int64)
+    key = run * 24 + hour
+    uniq, inv = np.unique(key, return_inverse=True)
+    return (inv.astype(np.int64), int(uniq.size), (uniq % 24).astype(np.int64),
+            day[starts][uniq // 24].astype(np.int64) if t else np.zeros(0, dtype=np.int64))
+
+
+def block_means(v: FloatArray, inv: IntArray, nb: int, min_share: float = 0.5) -> FloatArray:
+    """NaN-aware means of the rows of ``v`` over the blocks ``inv`` (NaN when less than
+    ``min_share`` of a block is observed): (m, nb)."""
+    m = v.shape[0]
+    ok = np.isfinite(v)
+    key = (np.arange(m)[:, None] * nb + inv[None, :]).ravel()
+    s = np.bincount(key, weights=np.where(ok, v, 0.0).ravel(), minlength=m * nb)
+    n = np.bincount(key, weights=ok.ravel().astype(np.float64), minlength=m * nb)
+    size = np.bincount(inv, minlength=nb).astype(np.float64)
+    s, n = s.reshape(m, nb), n.reshape(m, nb)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n >= min_share * np.maximum(size, 1.0)[None, :], s / n, np.nan)
+
+
+def log_ratio(obs: FloatArray, ref: FloatArray, floor: float) -> FloatArray:
+    """log((obs + floor) / (ref + floor)), NaN where either is missing; ``floor`` keeps
+    idle stretches (near-zero load) from reading as huge relative changes."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.log((np.maximum(obs, 0.0) + floor) / (np.maximum(ref, 0.0) + floor))
+    return np.asarray(out, dtype=np.float64)
+
+
+def level_change(
+    z: FloatArray, *, min_pre: int, min_post: int, search: int, min_log: float,
+    sd_factor: float, consistency: float,
+) -> tuple[int, float, float] | None:
+    """The latest lasting level change of a series of block log-ratios to the seasonal
+    profile, or None: (first block of the new level, new minus old level, new level).
+
+    A change at block c splits the observed blocks into a pre part (at least ``min_pre``)
+    and a post part (at least ``min_post``, starting within the last ``search`` blocks)
+    that runs to the end. Among the splits whose post blocks lie, a ``consistency`` share
+    of them and the last one, beyond the midpoint of the two parts' means (a one-off
+    burst or day in the past spoils that, a step does not), the one with the largest
+    two-sample statistic is taken. It is believed when the medians of the parts differ
+    by at least ``min_log`` and by ``sd_factor`` robust SDs of the pre part around its
+    median (the hourly noise plus the day-to-day wander of the load), and when the mean of
+    the post part is further from the pre median than the mean of any stretch of the same
+    length before it ever was: a burst of a few hours is a change only on a series that
+    never had such bursts, and on a wandering one the new level has to last longer than
+    its usual excursions before it is believed.
+    """
+    idx = np.flatnonzero(np.isfinite(z))
+    zz = z[idx]
+    n = zz.size
+    if n < min_pre + min_post:
+        return None
+    j = np.arange(max(min_pre, n - search), n - min_post + 1)
+    if j.size == 0:
+        return None
+    cs = np.concatenate(([0.0], np.cumsum(zz)))
+    pre_mean = cs[j] / j
+    post_mean = (cs[n] - cs[j]) / (n - j)
+    diff = post_mean - pre_mean
+    mid = 0.5 * (pre_mean + post_mean)
+    sign = np.sign(diff)
+    post = np.arange(n)[None, :] >= j[:, None]
+    beyond = ((zz[None, :] - mid[:, None]) * sign[:, None] > 0) & post
+    share = beyond.sum(axis=1) / (n - j)
+    good = (share >= consistency) & beyond[:, -1] & (sign != 0)
+    if not good.any():
+        return None
+    stat = np.where(good, np.abs(diff) * np.sqrt(j * (n - j) / n), -np.inf)
+    k = int(np.argmax(stat))
+    c = int(j[k])
+    b = float(np.median(zz[:c]))
+    a = float(np.median(zz[c:]))
+    sd = 1.4826 * float(np.median(np.abs(zz[:c] - b)))
+    d = a - b
+    if abs(d) < max(min_log, sd_factor * sd) or np.sign(d) != sign[k]:
+        return None
+    length = n - c
+    if length <= c:
+        pre = np.concatenate(([0.0], np.cumsum(zz[:c] - b)))
+        excursion = np.abs(pre[length:] - pre[:-length]) / length
+        if abs(float(zz[c:].mean()) - b) <= float(excursion.max()):
+            return None
+    return int(idx[c]), d, a
+
+
+def hour_of_day_median(h: FloatArray, hours: IntArray, days: IntArray) -> FloatArray:
+    """Median of each local hour of the day over all days, per row of the hourly means
+    ``h`` (m, blocks): (m, 24), NaN for an hour never observed."""
+    m = h.shape[0]
+    grid = np.full((m, int(days.max() - days.min()) + 1 if days.size else 0, 24), np.nan)
+    grid[:, days - (days.min() if days.size else 0), hours] = h
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.asarray(np.nanmedian(grid, axis=1), dtype=np.float64)
+
+
+def outlier_days(
+    h: FloatArray, hours: IntArray, days: IntArray, floor: float, cfg: Config
+) -> IntArray:
+    """Days (local day numbers) holding an outlier: see :func:`outlier_blocks`."""
+    return np.unique(days[outlier_blocks(h, hours, days, floor, cfg)])
+
+
+def outlier_blocks(
+    h: FloatArray, hours: IntArray, days: IntArray, floor: float, cfg: Config
+) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    """Local days (of ``days``) whose level stands out from the usual one, for one series of
+    hourly means ``h`` (blocks with local hour ``hours`` and day ``days``).
+
+    A day's level is the median over its hours of log(h / median of that hour over all
+    days). A day is an outlier when it is ``outlier_min_ratio`` away from the median day
+    and ``level_sd_factor + 1`` robust SDs of the days' spread, and also that far from the
+    other days of the same weekday when there are any (a quiet weekend every week is the
+    weekly shape, not an outlier). The last day, days with fewer than 20 observed hours,
+    and days off in the direction the latest day is off too (more than half as far: a
+    lasting change under way) are never outliers. An outlier day's stretch is extended
+    over the adjacent hours that are off in the same direction by more than half the
+    threshold (an event in another time zone straddles two local days), but not over the
+    latest hours (they may be a change starting). Returns a mask of the blocks.
+    """
+    none = np.zeros(h.size, dtype=bool)
+    ok = np.isfinite(h)
+    if ok.sum() < 48:
+        return none
+    zb = log_ratio(h, hour_of_day_median(h[None, :], hours, days)[0, hours], floor)
+    uniq = np.unique(days)
+    level = np.full(uniq.size, np.nan)
+    for k, d in enumerate(uniq.tolist()):
+        v = zb[(days == d) & np.isfinite(zb)]
+        if v.size >= 20:
+            level[k] = float(np.median(v))
+    seen = np.isfinite(level)
+    if seen.sum() < 4:
+        return none
+    med = float(np.median(level[seen]))
+    sd = 1.4826 * float(np.median(np.abs(level[seen] - med)))
+    tau = max(math.log(cfg.outlier_min_ratio), (cfg.level_sd_factor + 1.0) * sd)
+    weekday = (uniq + 3) % 7
+    # The latest day (today so far, when it is judged) says where the level is now: days
+    # off in the same direction may be the start of a lasting change, not outliers.
+    now = level[uniq.size - 1] if seen[-1] else level[seen][-1]
+    out: list[int] = []
+    for k in np.flatnonzero(seen & (np.abs(level - med) > tau)).tolist():
+        if k == uniq.size - 1:
+            continue
+        if (level[k] - med) * (now - med) > 0 and abs(now - med) > 0.5 * tau:
+            continue
+        same = seen & (weekday == weekday[k])
+        same[k] = False
+        if same.any() and abs(level[k] - float(np.median(level[same]))) <= tau:
+            continue
+        out.append(k)
+    mask = none.copy()
+    for k in out:
+        sign = 1.0 if level[k] > med else -1.0
+        inside = np.flatnonzero(days == uniq[k])
+        mask[inside] = True
+        off = np.isfinite(zb) & ((zb - med) * sign > 0.5 * tau)
+        # Extend over the contiguous off hours on either side (missing hours end it).
+        j = int(inside[0]) - 1
+        while j >= 0 and off[j]:
+            mask[j] = True
+            j -= 1
+        j = int(inside[-1]) + 1
+        run_end = j
+        while run_end < h.size and off[run_end]:
+            run_end += 1
+        if run_end < h.size:  # the run ended before now: part of the outlier
+            mask[j:run_end] = True
+    return mask
+
+
+def _adapt_history(
+    yd: FloatArray, day: IntArray, step_minutes: float, cfg: Config,
+    profile_before: Callable[[FloatArray, int], FloatArray],
+) -> tuple[FloatArray, FloatArray, list[dict[str, Any]]]:
+    """The history the profile is refitted on: one-off outlier days left out, then the
+    data before a lasting level change rescaled to the new level. Returns (adjusted
+    history, per-row factor applied before the change (1: none), per-row notes).
+
+    Both are found on hourly means against the median of the same local hour over all
+    days (which the latest hours do not move, where a recency-weighted profile would bend
+    towards them); the size of a change is measured against ``profile_before(history
+    before the change (1, c), row)``, the full profile fitted on that part alone."""
+    m, t = yd.shape
+    factor = np.ones(m)
+    notes: list[dict[str, Any]] = [{} for _ in range(m)]
+    if step_minutes > 60 or t == 0:
+        return yd, factor, notes
+    inv, nb, hours, days = hour_blocks(day[:t], step_minutes)
+    hb = block_means(yd, inv, nb)
+    z = log_ratio(hb, hour_of_day_median(hb, hours, days)[:, hours], cfg.level_floor)
+    out = yd
+    for i in range(m):
+        drop = outlier_blocks(hb[i], hours, days, cfg.level_floor, cfg)
+        zi = z[i]
+        if drop.any():
+            if out is yd:
+                out = yd.copy()
+            out[i, drop[inv]] = np.nan
+            zi = np.where(drop, np.nan, zi)
+            notes[i]["outlier_days"] = np.unique(days[drop]).tolist()
+            notes[i]["outlier_hours"] = int(drop.sum())
+        found = level_change(
+            zi, min_pre=cfg.level_min_pre_hours, min_post=cfg.level_min_post_hours,
+            search=round(cfg.level_search_days * 24), min_log=math.log(cfg.level_min_ratio),
+            sd_factor=cfg.level_sd_factor, consistency=cfg.level_consistency)
+        if found is None:
+            continue
+        c, d, _a = found
+        first = int(np.searchsorted(inv, c))
+        if out is yd:
+            out = yd.copy()
+        # The size: observed over expected load since the change (a ratio of sums, so
+        # that quiet hours weigh as little as they carry).
+        expect = block_means(profile_before(out[i : i + 1, :first], i)[None, :], inv, nb)[0, c:]
+        both = np.isfinite(hb[i, c:]) & np.isfinite(expect)
+        num, den = float(hb[i, c:][both].sum()), float(np.maximum(expect[both], 0.0).sum())
+        if num > 0 and den > 0:
+            d = math.log(num / den)
+        factor[i] = math.exp(d)
+        out[i, :first] *= factor[i]
+        notes[i]["level_change_step"] = first
+        notes[i]["level_change_factor"] = round(factor[i], 4)
+    return out, factor, notes
+
+
 def fit_core(
     y: FloatArray,
     x_full: FloatArray,
@@ -471,7 +734,7 @@ def fit_core(
     when refitting on a prefix for calibration) the trend slope is taken over rather than
     re-estimated (a robust slope on daily medians barely moves when the last days are
     held out); profile and residual model are refitted, so held-out errors stay honest."""
-    m, t = y.shape
+    t = y.shape[1]
     obs = np.isfinite(y)
     span = _spans(obs, step_minutes)
     p_daily = 1 + 2 * cfg.daily_harmonics
@@ -485,6 +748,37 @@ def fit_core(
     slope = (_robust_trend(y, day[:t], span, step_minutes, cfg) if reuse is None
              else reuse.slope)
     yd = y - slope[:, None] * (tdays - t_ref)[None, :] if np.any(slope != 0) else y
+    # One-off outlier days are left out and the history before a lasting level change is
+    # rescaled to the new level, so that the seasonal profile replays neither.
+    def profile_before(prefix: FloatArray, i: int) -> FloatArray:
+        c = _fit_profile(prefix, x_full, ncols[i : i + 1], step_minutes, cfg, gram_cache)
+        return np.asarray((c @ x_full[:t].T)[0], dtype=np.float64)
+
+    yd, level_factor, notes = _adapt_history(yd, day, step_minutes, cfg, profile_before)
+    coef = _fit_profile(yd, x_full, ncols, step_minutes, cfg, gram_cache)
+    # Residuals are only needed where the residual model and the stored tail look.
+    keep = min(t, max(
+        steps_for(cfg.residual_fit_days * MINUTES_PER_DAY, step_minutes)
+        + int(feature_windows(cfg, step_minutes).max()),
+        int(lag_steps(cfg, step_minutes).max(initial=0)) + lag_half(cfg, step_minutes),
+    ))
+    resid = yd[:, t - keep :] - coef @ x_full[t - keep : t].T
+    beta = _fit_residual_model(resid, step_minutes, cfg)
+    return CoreFit(coef=coef, ncols=ncols, slope=slope, t_ref=t_ref, beta=beta, span_days=span,
+                   resid=resid, level_factor=level_factor, level_notes=notes)
+
+
+def _fit_profile(
+    yd: FloatArray,
+    x_full: FloatArray,
+    ncols: IntArray,
+    step_minutes: float,
+    cfg: Config,
+    gram_cache: dict[tuple[int, int], FloatArray],
+) -> FloatArray:
+    """Recency-weighted robust harmonic regression of each row on its first ncols columns."""
+    m, t = yd.shape
+    p_all = x_full.shape[1]
     # The harmonics vary on scales of hours, so the regression runs on block means of
     # about 5 minutes (the block-mean design is exact for a linear model): 5x cheaper.
     blk = max(1, min(round(5.0 / step_minutes), t))
@@ -504,16 +798,7 @@ def fit_core(
             continue
         rows = ncols == nc
         coef[rows, :nc] = _wls_batch(yb[rows], obs_b[rows], xb[:, :nc], w, gram_cache)
-    # Residuals are only needed where the residual model and the stored tail look.
-    keep = min(t, max(
-        steps_for(cfg.residual_fit_days * MINUTES_PER_DAY, step_minutes)
-        + int(feature_windows(cfg, step_minutes).max()),
-        int(lag_steps(cfg, step_minutes).max(initial=0)) + lag_half(cfg, step_minutes),
-    ))
-    resid = yd[:, t - keep :] - coef @ x_full[t - keep : t].T
-    beta = _fit_residual_model(resid, step_minutes, cfg)
-    return CoreFit(coef=coef, ncols=ncols, slope=slope, t_ref=t_ref, beta=beta, span_days=span,
-                   resid=resid)
+    return coef
 
 
 def baseline(
