@@ -184,10 +184,8 @@ def test_no_request_beyond_the_pool_and_spill_is_the_demand_above_capacity(
         assert run.elastic[k] <= max(run.pool[asked], run.elastic[k - 1]), (
             f"{name}: {run.elastic[k]} elastic at {run.minutes[k]}, pool {run.pool[asked]}")
     np.testing.assert_allclose(run.spill, np.maximum(0.0, run.demand - run.held))
-    # The spill no schedule could avoid (demand above commitments + pool) is counted and
-    # is part of what spilled.
-    beyond = run.summary["provider_capacity"]["unit_minutes_beyond_pool"]
-    assert run.spill.sum() >= beyond - 1e-6
+    # The pool binds: demand above commitments + pool (what new requests could serve).
+    assert run.summary["provider_capacity"]["unit_minutes_above_pool"] > 0
 
 
 def test_two_of_three_holds_two_units_through_the_peak_and_keeps_asking(cap_run: Any) -> None:
@@ -209,6 +207,8 @@ def test_two_of_three_holds_two_units_through_the_peak_and_keeps_asking(cap_run:
     gaps = np.diff(refused)
     assert len(refused) >= (peak.stop - peak.start) // (retry + 1)
     assert gaps.min() >= retry and gaps.max() <= retry + 1, gaps
+    # The reactive yardstick meets the same pool: it cannot meet the bound either.
+    assert not run.summary["baselines"]["reactive"]["service_level_met"]
 
 
 def test_an_outage_spills_what_the_commitment_cannot_serve_and_recovers_after_it(

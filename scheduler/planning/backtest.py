@@ -335,7 +335,8 @@ def run_backtest(
     spill = np.maximum(0.0, w_dem - committed_units - elastic)
 
     reactive = _reactive(observed[i0 - min(i0, cfg.reactive_window_minutes):], w_dem, dep,
-                         origin, n, min(i0, cfg.reactive_window_minutes), cfg)
+                         origin, n, min(i0, cfg.reactive_window_minutes), cfg,
+                         provider.available)
     reactive_cost = schedule_cost(start=w0, input_tokens=w_inp, output_tokens=w_out,
                                   elastic_units=reactive, commitments=[], deployment=dep)
     best = hindsight_optimum(w_inp, w_out, dep)
@@ -370,11 +371,12 @@ def run_backtest(
 def _capacity_summary(capacity: ProviderCapacity, provider: SimulatedProvider,
                       committed: Any, elastic: Any, demand: FloatArray,
                       origin: dt.datetime) -> dict[str, Any]:
-    """What the pool allowed: the refused scale-ups and the spill above what was grantable."""
+    """What the pool allowed: the refused scale-ups, and the demand above commitments +
+    pool (what new requests could have served; units held before a pool shrinks are kept,
+    so this is not a bound on the spill of every schedule)."""
     free = provider.available
     short = 0.0
     if free is not None:
-        # Demand above the most the provider could have served (commitments + pool).
         reach = committed + np.minimum(free[:demand.size], np.iinfo(np.int64).max - committed)
         short = float(np.maximum(0.0, demand - reach).sum())
     return {
@@ -388,7 +390,7 @@ def _capacity_summary(capacity: ProviderCapacity, provider: SimulatedProvider,
         "refused_requests": len(provider.refusals),
         "first_refused_utc": (_fmt_minute(origin, provider.refusals[0].decided)
                               if provider.refusals else None),
-        "unit_minutes_beyond_pool": round(short, 4),
+        "unit_minutes_above_pool": round(short, 4),
         "peak_elastic_units": int(elastic.max(initial=0)),
     }
 
@@ -437,9 +439,12 @@ def _headroom_curve(observed: FloatArray, dep: Deployment,
 
 
 def _reactive(observed: FloatArray, demand: FloatArray, dep: Deployment, origin: dt.datetime,
-              n: int, pre: int, cfg: BacktestSettings) -> Any:
-    """A reactive autoscaler: the last minutes' peak plus headroom, same lead and hold."""
-    provider = SimulatedProvider(origin, n, dep.scale_up_lead_minutes, dep.min_hold_minutes)
+              n: int, pre: int, cfg: BacktestSettings, available: Any = None) -> Any:
+    """A reactive autoscaler: the last minutes' peak plus headroom, same lead and hold,
+    and the same capacity pool (``available`` per minute; it asks for no more than the
+    pool grants, as if it knew the pool: the kindest reading of the baseline)."""
+    provider = SimulatedProvider(origin, n, dep.scale_up_lead_minutes, dep.min_hold_minutes,
+                                 available)
     w = cfg.reactive_window_minutes
     target = dep.min_units
     for k in range(n):
@@ -450,7 +455,9 @@ def _reactive(observed: FloatArray, demand: FloatArray, dep: Deployment, origin:
         if window.size:
             level = float(window.max()) * (1 + cfg.reactive_headroom)
             target = min(dep.max_units, max(dep.min_units, math.ceil(level - 1e-9)))
-        provider.set_target(k, target)
+        free = provider.grantable(k)
+        provider.set_target(k, target if free is None
+                            else min(target, max(free, provider.units_held())))
     return provider.elastic_series()
 
 
