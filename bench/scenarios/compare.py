@@ -24,7 +24,13 @@ def cells(d: dict[str, Any] | None) -> list[str]:
     hs = float(d["baselines"]["hindsight_optimum"]["total"])
     ratio = f"{cost / hs:.2f}" if hs > 0 and math.isfinite(hs) else "-"
     return [f"{cost:,.0f}", f"{100 * d['spill_fraction']:.2f}",
-            "y" if d["service_level_met"] else "n", ratio, str(d["provider_events"])]
+            "y" if d["service_level_met"] else "n", ratio, actions(d)]
+
+
+def actions(d: dict[str, Any]) -> str:
+    """Provider events, plus the scale-ups refused for want of capacity when there were."""
+    refused = int((d.get("provider_capacity") or {}).get("refused_requests", 0))
+    return f"{d['provider_events']}" + (f" (+{refused} refused)" if refused else "")
 
 
 def main() -> int:
