@@ -6,7 +6,8 @@
 The trace is ``bench.scenarios.suite.bursty(gen_days, seed)`` (cases/bursty/gen_bursty.py's
 draws, from Monday 2024-06-03) with cases/bursty/bursty.toml's deployment; the backtest
 bills from 2024-06-05 to the end of the trace (``--end-days`` shortens it), in process, on
-this checkout's code (scheduler.planning.backtest.run_backtest). Per seed:
+this checkout's code (scheduler.planning.backtest.run_backtest); ``--history-days``
+moves the start (the history before it grows). Per seed:
 
 * cost, spill %, SL (service level met), x dedicated (at peak, the summary's baseline);
 * x level: cost over the cheapest constant capacity meeting the bound in hindsight, held
@@ -56,7 +57,8 @@ def parse_seeds(text: str) -> list[int]:
     return out
 
 
-def one(seed: int, gen_days: int, end_days: float | None, estimates: bool) -> dict[str, Any]:
+def one(seed: int, gen_days: int, end_days: float | None, estimates: bool,
+        start: dt.datetime = START) -> dict[str, Any]:
     # Imported here, after --tree has put the measured checkout first on sys.path.
     from bench.scenarios.suite import Scenario, bursty, config_text, write_usage
     from scheduler.config import load_config
@@ -64,10 +66,10 @@ def one(seed: int, gen_days: int, end_days: float | None, estimates: bool) -> di
     from scheduler.planning.backtest import _hindsight_level, run_backtest
     from scheduler.planning.economics import as_minute, demand_units
 
-    sc = Scenario(f"bursty-{seed}", "bursty", "", (START, None), (START, None),
+    sc = Scenario(f"bursty-{seed}", "bursty", "", (start, None), (start, None),
                   deployment=DEPLOYMENT)
     trace = bursty(gen_days, seed)
-    end = (START + dt.timedelta(days=end_days)) if end_days else None
+    end = (start + dt.timedelta(days=end_days)) if end_days else None
     with tempfile.TemporaryDirectory(prefix="bursty-seeds-") as tmp:
         work = Path(tmp)
         usage_path = work / "usage.csv"
@@ -75,8 +77,8 @@ def one(seed: int, gen_days: int, end_days: float | None, estimates: bool) -> di
         (work / "c.toml").write_text(config_text(sc), encoding="utf-8")
         dep = load_config(work / "c.toml").deployment("bot")
         usage = read_usage_file(usage_path)
-        stop = START + dt.timedelta(minutes=1) if estimates else end
-        s = run_backtest(usage, dep, work / "out", start=START, end=stop)
+        stop = start + dt.timedelta(minutes=1) if estimates else end
+        s = run_backtest(usage, dep, work / "out", start=start, end=stop)
         import csv
 
         with (work / "out" / "commitments.csv").open(encoding="utf-8") as fh:
@@ -86,9 +88,9 @@ def one(seed: int, gen_days: int, end_days: float | None, estimates: bool) -> di
     assert trace.tokens is not None
     inp, out = (np.asarray(x, dtype=np.float64) for x in trace.tokens[:2])
     first = as_minute(trace.start)
-    i0 = int((as_minute(START) - first).astype(np.int64))
+    i0 = int((as_minute(start) - first).astype(np.int64))
     i1 = inp.size if end is None else int((as_minute(end) - first).astype(np.int64))
-    truth = _hindsight_level(as_minute(START), inp[i0:i1], out[i0:i1],
+    truth = _hindsight_level(as_minute(start), inp[i0:i1], out[i0:i1],
                              demand_units(inp[i0:i1], out[i0:i1], dep), dep)
     return {"seed": seed, "summary": s, "truth": truth}
 
@@ -160,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--estimates", action="store_true",
                     help="only the first plan's estimate against the hindsight truth")
     ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--history-days", type=int, default=2,
+                    help="days of the trace before billing starts (2: from 2024-06-05)")
     ap.add_argument("--json", type=Path, help="write the rows here")
     ap.add_argument("--tree", type=Path,
                     help="measure this capsched checkout's scheduler/ and forecasting/")
@@ -169,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(args.tree.resolve()))
     seeds = parse_seeds(args.seeds)
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as ex:
-        futures = [ex.submit(one, sd, args.gen_days, args.end_days, args.estimates)
+        start = dt.datetime(2024, 6, 3, tzinfo=UTC) + dt.timedelta(days=args.history_days)
+        futures = [ex.submit(one, sd, args.gen_days, args.end_days, args.estimates, start)
                    for sd in seeds]
         rows = []
         for f in futures:
