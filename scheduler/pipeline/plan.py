@@ -107,7 +107,9 @@ def make_plan(
     recent = history.demand[-PREDICT_RECENT_MINUTES:]
     past = history.demand[-SEASONAL_HISTORY_MINUTES:]
     fc = planning_forecast(forecast, now, recent, past,
-                           zero_load_after_minutes=zero_load_after_minutes)
+                           zero_load_after_minutes=zero_load_after_minutes,
+                           calendar=deployment.calendar,
+                           calendar_timezone=deployment.timezone)
     zero_run = zero_run or bool(
         forecasting.sustained_zeros(past, min_run=zero_load_after_minutes))
     price = payg_price_per_unit_minute(history, deployment)
@@ -119,7 +121,9 @@ def make_plan(
         fc, planner_holdings(holdings), deployment, now, settings=settings,
         commit_forecast=(None if commit_forecast is None
                          else planning_forecast(commit_forecast, now, recent, past,
-                                                zero_load_after_minutes=zero_load_after_minutes)),
+                                                zero_load_after_minutes=zero_load_after_minutes,
+                                                calendar=deployment.calendar,
+                                                calendar_timezone=deployment.timezone)),
         spill_to_date=spill_to_date, spill_price=price, headroom=headroom,
         recent_peak=float(seen.max()) if seen.size else None,
         commit_evidence=(None if commit_forecast is None else planner.CommitEvidence(

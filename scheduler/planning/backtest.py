@@ -277,12 +277,14 @@ def run_backtest(
             past = observed[max(0, t - cfg.seasonal_history_minutes):t]
             fc = planning_forecast(model.predict(recent, origin=now, horizon=horizon), now,
                                    recent, past, use_seasonal=cfg.seasonal,
-                                   rel_tol=cfg.seasonal_rel_tol)
+                                   rel_tol=cfg.seasonal_rel_tol, calendar=dep.calendar,
+                                   calendar_timezone=dep.timezone)
             commit_fc = None
             if decide:
                 commit_fc = planning_forecast(
                     model.predict(recent, origin=now, horizon=cfg.commit_forecast_minutes),
-                    now, recent, past, use_seasonal=cfg.seasonal, rel_tol=cfg.seasonal_rel_tol)
+                    now, recent, past, use_seasonal=cfg.seasonal, rel_tol=cfg.seasonal_rel_tol,
+                    calendar=dep.calendar, calendar_timezone=dep.timezone)
             d_recent = cum_dem[t] - cum_dem[max(0, t - 1440)]
             price = ((cum_payg[t] - cum_payg[max(0, t - 1440)]) / d_recent
                      if d_recent > 0 else None)

@@ -175,11 +175,25 @@ def _fill_holes(trusted: np.ndarray, value: FloatArray, max_hole: int) -> None:
             value[i + 1:j] = value[i]
 
 
-def combine(values: FloatArray, history: FloatArray, **kwargs: object) -> FloatArray:
-    """Model quantiles (levels x minutes) with the trusted seasonal envelope laid over them."""
+def combine(values: FloatArray, history: FloatArray, *,
+            past_scale: FloatArray | None = None, ahead_scale: FloatArray | None = None,
+            **kwargs: object) -> FloatArray:
+    """Model quantiles (levels x minutes) with the trusted seasonal envelope laid over them.
+
+    ``past_scale`` / ``ahead_scale``: the declared calendar multiplier of each minute of
+    ``history`` / of the horizon (1 on ordinary days). The envelope is read on the
+    history divided by its multipliers and laid over the horizon times its own, so a
+    declared 3x day follows its usual pattern x 3 (today's minutes are judged on the
+    same scale) instead of falling back to the model's quantiles, whose ~1 % wiggle
+    around an exact level flips a whole unit on and off for a minimum hold each time.
+    """
+    if past_scale is not None:
+        history = np.asarray(history, dtype=np.float64) / past_scale
     trusted, value = seasonal_envelope(history, values.shape[1], **kwargs)  # type: ignore[arg-type]
     if not trusted.any():
         return values
+    if ahead_scale is not None:
+        value = value * ahead_scale
     out = np.array(values, dtype=np.float64, copy=True)
     out[:, trusted] = value[trusted]
     return out
