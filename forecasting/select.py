@@ -33,7 +33,7 @@ import numpy.typing as npt
 
 from ._core import steps_for
 from ._gaps import mask_suspected_gaps
-from ._model import Forecast, _check_quantiles, forecast
+from ._model import Forecast, _check_quantiles, fit_batch, forecast
 from ._time import (
     MINUTES_PER_DAY,
     MINUTES_PER_WEEK,
@@ -72,6 +72,9 @@ FIT_DAYS = 42.0
 #: With the fast path's forecast at hand, a candidate must beat the harmonic member by this
 #: much (relative validation MASE, and at every origin) to replace it (see select_forecast).
 FAST_MARGIN = 0.05
+#: select_batch prepares and pre-fits this many series at a time (two fit_batch chunks:
+#: one per core) and checks its deadline in between.
+_BLOCK = 128
 
 
 @dataclass(frozen=True)
@@ -263,6 +266,8 @@ def select_forecast(
     deadline: float | None = None,
     fast: Forecast | None = None,
     fast_margin: float = FAST_MARGIN,
+    _prep: _Prep | str | None = None,
+    _harmonic: FittedSeries | None = None,
 ) -> Forecast:
     """Choose a model (or an equal-weight combination) by rolling-origin validation and
     forecast ``horizon`` steps after ``history``.
@@ -297,8 +302,6 @@ def select_forecast(
     cal = normalise_calendar(calendar)
     raw = np.asarray(history, dtype=np.float64).reshape(-1)
     n = raw.size
-    zg = 0 if zero_gap_minutes <= 0 else steps_for(zero_gap_minutes, step_minutes)
-    y_utc = mask_suspected_gaps(raw, min_run=zg) if zg else raw.copy()
     day = steps_for(MINUTES_PER_DAY, step_minutes)
     week = steps_for(MINUTES_PER_WEEK, step_minutes)
     periods = (day, week)
@@ -317,29 +320,21 @@ def select_forecast(
         sel["fast_path"] = True
         return _with_selection(fc, sel)
 
-    g = _grid(n, horizon, step_minutes, start, timezone, cal)
-    y_local = _to_local(y_utc, g) if n else y_utc
-    seen = np.flatnonzero(np.isfinite(y_local))
-    if seen.size < 2 * day:
-        return keep_fast("history shorter than two days")
-    y_local = y_local[seen[0]:]
-    offset = int(seen[0])
+    prep = _prep if _prep is not None else _prepare(
+        raw, step_minutes, horizon, start, timezone, cal, zero_gap_minutes, n_origins,
+        n_calibration)
+    if isinstance(prep, str):
+        return keep_fast(prep)
+    y_local, y_all, offset, g = prep.y_local, prep.y_all, prep.offset, prep.grid
+    local_start, hv, origins, first_origin = (prep.local_start, prep.hv, prep.origins,
+                                              prep.first_origin)
     fit_steps = steps_for(FIT_DAYS * MINUTES_PER_DAY, step_minutes)
-    y_all = fill_missing(y_local, day)
-    local_start = (None if g.local_start is None
-                   else g.local_start + dt.timedelta(minutes=offset * step_minutes))
     family = tuple(models) if models is not None else default_family(
         step_minutes, local_start, tuple(CalendarDay(c.date, c.like_weekday) for c in cal))
     m_len = y_all.size
-    hv = max(1, min(horizon if horizon else day, 2 * day))
-    origins = [m_len - hv - k * day for k in range(n_origins)]
-    origins = [o for o in origins if o >= 2 * day]
-    if not origins:
-        return keep_fast("history too short for validation")
-
-    all_origins = [m_len - hv - k * day for k in range(max(n_origins, n_calibration))]
-    first_origin = min(o for o in all_origins + origins if o >= 2 * day)
     harmonic_fits: dict[str, Any] = {}
+    if _harmonic is not None:
+        harmonic_fits.update((m.name, _harmonic) for m in family if isinstance(m, Harmonic))
 
     def at_origins(model: SeriesModel, at: Sequence[int]) -> list[FloatArray] | None:
         """``hv``-step forecasts of ``model`` from each origin, or None if it cannot fit."""
@@ -466,6 +461,50 @@ def select_forecast(
     )
 
 
+@dataclass(frozen=True, eq=False)
+class _Prep:
+    """A series on its local grid, ready for validation (see :func:`_prepare`)."""
+
+    y_local: FloatArray  # from the first observed step; NaN = missing
+    y_all: FloatArray  # the same, gaps filled for the members that need it
+    offset: int  # local steps dropped before the first observation
+    grid: _Grid
+    local_start: dt.datetime | None
+    hv: int  # scored steps after each origin
+    origins: list[int]
+    first_origin: int  # the earliest validation or calibration origin
+
+
+def _prepare(raw: FloatArray, step_minutes: float, horizon: int, start: dt.datetime | None,
+             timezone: str, cal: tuple[CalendarDay, ...], zero_gap_minutes: float,
+             n_origins: int, n_calibration: int) -> _Prep | str:
+    """The series on the local wall-clock grid and its origins, or why it cannot be
+    validated."""
+    n = raw.size
+    zg = 0 if zero_gap_minutes <= 0 else steps_for(zero_gap_minutes, step_minutes)
+    y_utc = mask_suspected_gaps(raw, min_run=zg) if zg else raw.copy()
+    day = steps_for(MINUTES_PER_DAY, step_minutes)
+    g = _grid(n, horizon, step_minutes, start, timezone, cal)
+    y_local = _to_local(y_utc, g) if n else y_utc
+    seen = np.flatnonzero(np.isfinite(y_local))
+    if seen.size < 2 * day:
+        return "history shorter than two days"
+    y_local = y_local[seen[0]:]
+    offset = int(seen[0])
+    y_all = fill_missing(y_local, day)
+    local_start = (None if g.local_start is None
+                   else g.local_start + dt.timedelta(minutes=offset * step_minutes))
+    m_len = y_all.size
+    hv = max(1, min(horizon if horizon else day, 2 * day))
+    origins = [m_len - hv - k * day for k in range(n_origins)]
+    origins = [o for o in origins if o >= 2 * day]
+    if not origins:
+        return "history too short for validation"
+    all_origins = [m_len - hv - k * day for k in range(max(n_origins, n_calibration))]
+    first_origin = min(o for o in all_origins + origins if o >= 2 * day)
+    return _Prep(y_local, y_all, offset, g, local_start, hv, origins, first_origin)
+
+
 def _validation_accuracy(err: FloatArray, fc: FloatArray, truth: FloatArray,
                          scales: FloatArray, mase: float) -> dict[str, Any]:
     denom = np.abs(truth) + np.abs(fc)
@@ -541,31 +580,72 @@ def select_batch(
     if not len(start_list) == len(tz_list) == len(cal_list) == len(due) == n:
         raise ValueError("starts, timezones, calendars and validate need one entry per series")
     qs = _check_quantiles(quantiles)
-    out: list[Forecast] = []
+    out: list[Forecast | None] = [None] * n
     late: list[int] = []
     validated = not_due = 0
+    todo = []
     for i in range(n):
-        if not due[i]:
-            not_due += 1
-            out.append(_with_selection(fast[i], _kept(fast[i], "not due")))
-        elif late or _expired(clock, deadline):
-            late.append(i)
-            out.append(_with_selection(fast[i], _kept(fast[i], "budget")))
+        if due[i]:
+            todo.append(i)
         else:
+            not_due += 1
+            out[i] = _with_selection(fast[i], _kept(fast[i], "not due"))
+    for b0 in range(0, len(todo), _BLOCK):
+        block = todo[b0 : b0 + _BLOCK]
+        if late or _expired(clock, deadline):
+            late.extend(block)
+            continue
+        cals = {i: normalise_calendar(cal_list[i]) for i in block}
+        preps = {i: _prepare(np.asarray(histories[i], dtype=np.float64).reshape(-1),
+                             step_minutes, horizon, start_list[i], tz_list[i], cals[i],
+                             zero_gap_minutes, n_origins, n_calibration) for i in block}
+        prefit = _prefit_harmonic(preps, cals, step_minutes)
+        for i in block:
+            if late or _expired(clock, deadline):
+                late.append(i)
+                continue
             fc = select_forecast(
                 histories[i], step_minutes=step_minutes, horizon=horizon, quantiles=qs,
                 start=start_list[i], timezone=tz_list[i], calendar=cal_list[i],
                 zero_gap_minutes=zero_gap_minutes, n_origins=n_origins,
-                n_calibration=n_calibration, clock=clock, deadline=deadline, fast=fast[i])
+                n_calibration=n_calibration, clock=clock, deadline=deadline, fast=fast[i],
+                _prep=preps[i], _harmonic=prefit.get(i))
             if fc.parameters["selection"].get("degraded") == "budget":
                 late.append(i)
             else:
                 validated += 1
-            out.append(fc)
+            out[i] = fc
+    for i in late:
+        if out[i] is None:
+            out[i] = _with_selection(fast[i], _kept(fast[i], "budget"))
     if late:
         log.warning("model choice out of time: %d of %d series keep the fast path "
                     "(%d validated, %d not due)", len(late), n, validated, not_due)
-    return BatchSelection(out, validated, not_due, tuple(late))
+    return BatchSelection([fc for fc in out if fc is not None], validated, not_due,
+                          tuple(sorted(late)))
+
+
+def _prefit_harmonic(preps: dict[int, _Prep | str], cals: dict[int, tuple[CalendarDay, ...]],
+                     step_minutes: float) -> dict[int, FittedSeries]:
+    """The harmonic member's validation fits of a block of long series in one
+    :func:`fit_batch` (shared design matrices, one thread per core) instead of one at a
+    time: what ``Harmonic.fit_mean`` on ``y_local[:first_origin]`` gives each of them."""
+    from .models.statistical import _HarmonicFit
+
+    ids = [i for i, p in preps.items()
+           if not isinstance(p, str) and p.y_local.size > HARMONIC_REFIT_STEPS]
+    if not ids:
+        return {}
+    ys, starts, calendars = [], [], []
+    for i in ids:
+        p = preps[i]
+        assert not isinstance(p, str)
+        ys.append(p.y_local[: p.first_origin])
+        starts.append(p.local_start)
+        calendars.append(tuple(CalendarDay(c.date, c.like_weekday) for c in cals[i]) or None)
+    models = fit_batch(ys, step_minutes=step_minutes, starts=starts, calendars=calendars,
+                       zero_gap_minutes=0, _calibrate=False)
+    return {i: _HarmonicFit(m, y) for i, m, y in zip(ids, models, ys, strict=True)}
 
 
 def _kept(fc: Forecast, reason: str) -> dict[str, Any]:

@@ -156,3 +156,22 @@ def test_validation_fits_skip_calibration_but_not_the_mean() -> None:
         fb = b.predict(h, origin=h.size, horizon=HORIZON)
         np.testing.assert_allclose(fb.mean, fa.mean)
         assert np.isfinite(fa.quantiles).all() and np.isnan(fb.quantiles).all()
+
+
+def test_the_batch_prefit_gives_each_series_the_evidence_it_would_get_alone() -> None:
+    # Histories longer than HARMONIC_REFIT_STEPS: select_batch fits the harmonic member's
+    # validation models together; the scores must be those of one series at a time.
+    hist = minutes(3, days=15, seed=5)
+    hist[1, :1440] = np.nan  # a later first observation: a different local start
+    hist[2] = np.where((np.arange(hist.shape[1]) % 1440) < 480, 40.0, 5.0)
+    fast = fast_path(hist)
+    out = run(hist, fast, FakeClock(free=10**9), n_origins=3)
+    assert out.validated == 3
+    for i in range(3):
+        alone = forecasting.select_forecast(hist[i], step_minutes=1, horizon=HORIZON,
+                                            quantiles=QS, start=START, fast=fast[i],
+                                            n_origins=3)
+        a, b = alone.parameters["selection"], out.forecasts[i].parameters["selection"]
+        assert b["candidates"] == a["candidates"] and b["chosen"] == a["chosen"]
+        np.testing.assert_allclose(out.forecasts[i].mean, alone.mean)
+    assert not out.forecasts[2].parameters["selection"]["fast_path"]
