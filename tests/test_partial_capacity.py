@@ -278,3 +278,30 @@ def test_minute_grid_fills_absent_minutes_and_checks_the_window(tmp_path: Path) 
         minute_grid(usage, "a", DAY - M)
     with pytest.raises(ValueError, match="empty"):
         minute_grid(usage, "a", DAY + 2 * M, DAY + 2 * M)
+
+
+def test_capsched_backtest_honours_the_providers_pool(cap_run: Any, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    """`capsched backtest` reads [providers.simulated] available_units / supported_terms
+    from its config, as the daemon's simulated provider does: the same run as in process."""
+    import json
+
+    from scheduler.cli.main import EXIT_OK, EXIT_USAGE, main
+
+    run = cap_run("capacity-2-of-3")
+    built = run.built
+    argv = ["--config", str(built.config), "backtest", "--usage", str(built.usage),
+            "--deployment", built.deployment, "--out", str(tmp_path / "cli"),
+            "--start", f"{built.start:%Y-%m-%dT%H:%MZ}", "--end", f"{built.end:%Y-%m-%dT%H:%MZ}"]
+    assert main(argv) == EXIT_OK
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["provider_capacity"] == run.summary["provider_capacity"]
+    assert summary["cost"]["total"] == pytest.approx(run.summary["cost"]["total"])
+    assert summary["provider_events"] == run.summary["provider_events"]
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(built.config.read_text(encoding="utf-8").replace(
+        "available_units = 2", "available_units = -2"), encoding="utf-8")
+    assert main([*argv[:1], str(bad), *argv[2:]]) == EXIT_USAGE
+    assert "available_units must be an integer >= 0" in capsys.readouterr().err

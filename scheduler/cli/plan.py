@@ -164,12 +164,18 @@ def _summary(name: str, plan_id: int, record: plan_store.PlanRecord) -> dict[str
 
 
 def cmd_backtest(ctx: cli.Context) -> int:
-    from scheduler.planning.backtest import run_backtest
+    from scheduler.planning.backtest import capacity_from_settings, run_backtest
 
     deployment = ctx.config.deployment(ctx.args.deployment)
     usage = read_usage_file(ctx.args.usage)
+    # The simulated provider's capacity pool ([providers.<name>] available_units,
+    # supported_terms) limits the backtest as it limits the daemon.
+    try:
+        capacity = capacity_from_settings(ctx.config.providers, deployment)
+    except ValueError as exc:
+        raise cli.CommandError(f"{ctx.config.path}: {exc}", cli.EXIT_USAGE) from exc
     summary = run_backtest(usage, deployment, ctx.args.out, start=ctx.args.start,
-                           end=ctx.args.end)
+                           end=ctx.args.end, capacity=capacity)
     print(json.dumps(summary, indent=2, default=str))
     # A human line after the JSON, on stderr so stdout stays one JSON document (#13).
     from scheduler.report.text import backtest_line
