@@ -61,6 +61,10 @@ class Config:
     level_min_ratio: float = 1.25
     level_sd_factor: float = 3.0
     level_min_post_hours: int = 3
+    # The refit rescales the whole history on a change (every horizon, commitments too),
+    # so it waits for a day of the new level; forecasts (recent_level) follow from
+    # level_min_post_hours on.
+    level_fit_min_post_hours: int = 24
     level_min_pre_hours: int = 24
     level_search_days: float = 14.0
     level_consistency: float = 0.8
@@ -666,6 +670,42 @@ def outlier_blocks(
     return mask
 
 
+def recent_level(y: FloatArray, base: FloatArray, step_minutes: float,
+                 cfg: Config = DEFAULT) -> tuple[float, int]:
+    """A lasting level change since the fit, read at forecast time: (factor, first step).
+
+    ``y`` and ``base`` are the observations (NaN: unknown) and the fitted profile over the
+    steps just before the origin, in scaled units (the stored residual tail plus the
+    latest observations). Hourly means (aligned to the origin) are compared with the
+    profile's, and :func:`level_change` decides, with the fit's thresholds, whether the
+    latest hours sit at a new level for good. Returns the factor by which the profile is
+    to be scaled from the returned step on (observed over expected load since the change),
+    or ``(1.0, len(y))`` when there is none.
+    """
+    n = y.size
+    blk = steps_for(60.0, step_minutes)
+    nb = n // blk
+    if step_minutes > 60 or nb < cfg.level_min_pre_hours + cfg.level_min_post_hours:
+        return 1.0, n
+    head = n - nb * blk
+    inv = np.repeat(np.arange(nb, dtype=np.int64), blk)
+    hb = block_means(y[None, head:], inv, nb)[0]
+    bb = block_means(base[None, head:], inv, nb)[0]
+    found = level_change(
+        log_ratio(hb, bb, cfg.level_floor), min_pre=cfg.level_min_pre_hours,
+        min_post=cfg.level_min_post_hours, search=round(cfg.level_search_days * 24),
+        min_log=math.log(cfg.level_min_ratio), sd_factor=cfg.level_sd_factor,
+        consistency=cfg.level_consistency)
+    if found is None:
+        return 1.0, n
+    c = found[0]
+    both = np.isfinite(hb[c:]) & np.isfinite(bb[c:])
+    num, den = float(hb[c:][both].sum()), float(np.maximum(bb[c:][both], 0.0).sum())
+    if not (num > 0 and den > 0):
+        return 1.0, n
+    return num / den, head + c * blk
+
+
 def _adapt_history(
     yd: FloatArray, day: IntArray, step_minutes: float, cfg: Config,
     profile_before: Callable[[FloatArray, int], FloatArray],
@@ -698,7 +738,7 @@ def _adapt_history(
             notes[i]["outlier_days"] = np.unique(days[drop]).tolist()
             notes[i]["outlier_hours"] = int(drop.sum())
         found = level_change(
-            zi, min_pre=cfg.level_min_pre_hours, min_post=cfg.level_min_post_hours,
+            zi, min_pre=cfg.level_min_pre_hours, min_post=cfg.level_fit_min_post_hours,
             search=round(cfg.level_search_days * 24), min_log=math.log(cfg.level_min_ratio),
             sd_factor=cfg.level_sd_factor, consistency=cfg.level_consistency)
         if found is None:

@@ -62,16 +62,16 @@ def hourly(v: np.ndarray) -> np.ndarray:
     (0.5, 15, "Europe/Berlin"),
     (2.0, 3, "America/New_York"),
 ])
-@pytest.mark.parametrize("after_hours", [7, 21])
+@pytest.mark.parametrize("after_hours", [26, 44])
 def test_after_a_lasting_change_the_forecast_follows_the_new_level(
         factor: float, hour: int, timezone: str, after_hours: int) -> None:
-    """Fitted ``after_hours`` after a step to ``factor`` times the old load, the next day's
-    forecast sits at the new level: the median hour within 15 % of the truth and every
-    hour within 50 % (the harmonic profile rounds the 08:00 and 18:00 steps, so the hours
-    holding a step are left out; the residual model's corrections are additive and weigh
-    more on a level cut to a quarter), where the old history alone would say 1/factor of
-    it. From 7 hours on: ``predict``'s residual features read the last 6 hours of raw
-    observations, which until then still hold some of the old level."""
+    """Refitted ``after_hours`` after a step to ``factor`` times the old load (a refit
+    believes a change once it has lasted a day: it rescales every horizon), the next
+    day's forecast sits at the new level: the median hour within 15 % of the truth and
+    every hour within 50 % (the harmonic profile rounds the 08:00 and 18:00 steps, so the
+    hours holding a step are left out; the residual model's corrections are additive and
+    weigh more on a level cut to a quarter), where the old history alone would say
+    1/factor of it."""
     y = shape(35 * DAY, timezone=timezone)
     at = 21 * DAY + hour * 60
     y[at:] *= factor
@@ -88,9 +88,9 @@ def test_after_a_lasting_change_the_forecast_follows_the_new_level(
 
 def test_the_change_is_found_where_it_happened_and_sized() -> None:
     y = shape(30 * DAY)
-    at = 25 * DAY + 10 * 60
+    at = 24 * DAY + 10 * 60
     y[at:] *= 0.4
-    t = at + 8 * 60
+    t = at + 30 * 60
     timeline = Timeline.build(START, 1, "UTC", ())
     local = timeline.local(np.arange(t, dtype=np.int64))
     x = basis_table(12, 6)[local.phase]
@@ -124,6 +124,36 @@ def test_a_wandering_load_is_not_taken_for_a_change(seed: int) -> None:
     first_day = int(local.day[0])
     for d in note.get("outlier_days", []):
         assert abs(np.log(day_level[d - first_day])) >= np.log(1.4), (d, day_level)
+
+
+@pytest.mark.parametrize(("factor", "hours_after"), [(0.5, 3), (0.25, 5), (2.0, 4), (3.0, 12)])
+def test_recent_level_reads_a_change_since_the_fit(factor: float, hours_after: int) -> None:
+    """At forecast time, a few hours of a new level against the fitted profile give the
+    factor and the step it started at (the forecast scales the profile by it)."""
+    n = 7 * DAY
+    hour = (np.arange(n) // 60) % 24
+    base = np.where((hour >= 8) & (hour < 18), 3.0, 1.0)
+    rng = np.random.default_rng(7)
+    y = base * rng.lognormal(0.0, 0.05, n)
+    at = n - hours_after * 60 - 17
+    y[at:] *= factor
+    got, first = _core.recent_level(y, base, 1)
+    assert got == pytest.approx(factor, rel=0.05)
+    assert abs(first - at) <= 60
+
+
+def test_recent_level_leaves_bursts_and_old_days_alone() -> None:
+    n = 7 * DAY
+    hour = (np.arange(n) // 60) % 24
+    base = np.where((hour >= 8) & (hour < 18), 3.0, 1.0)
+    y = base * np.random.default_rng(8).lognormal(0.0, 0.05, n)
+    burst = y.copy()
+    burst[-100:] *= 2.0  # under two hours: too early to tell
+    assert _core.recent_level(burst, base, 1) == (1.0, n)
+    over = y.copy()
+    over[-DAY - 600:-600] *= 3.0  # a 3x day that ended ten hours ago
+    assert _core.recent_level(over, base, 1) == (1.0, n)
+    assert _core.recent_level(y, base, 1) == (1.0, n)
 
 
 def test_level_change_needs_the_new_level_to_hold_until_now() -> None:
