@@ -1,7 +1,15 @@
 """Calibration of the fast path's quantiles: split-conformal errors on the held-out tail of
 the history, their finite-sample levels, and the accuracy each series reports.
 
-Moved verbatim out of :mod:`forecasting._core` (which it imports; ``_core`` never imports it).
+Data published in blocks (ServeGen: one rate per 10-minute window, spread evenly over its
+minutes) is calibrated per position in the block as well: from an origin inside a block the
+next steps are already known, from an origin on a block boundary none is, so one table
+pooled over the positions is too wide inside the blocks and far too narrow on their
+boundaries (issue #11: 28 % coverage of the 80 % interval one step after a boundary).
+``block_structure`` detects the blocks from the history itself; ``Calibration.phase_table``
+holds one table per position.
+
+Moved out of :mod:`forecasting._core` (which it imports; ``_core`` never imports it).
 """
 
 from __future__ import annotations
@@ -38,6 +46,71 @@ class Calibration:
     table: FloatArray  # (m, G, nq): quantiles of the normalised error by horizon
     accuracy: list[dict[str, Any]]
     blend: FloatArray  # (m, G, 1 + L): weights of the model and of each seasonal lag
+    #: Steps per publication block by series (1: the data changes at every step), and the
+    #: position (index modulo the block) where blocks start, in the fitted history's steps.
+    block: IntArray | None = None
+    block_offset: IntArray | None = None
+    #: (m, P, G, nq), P the largest block of the batch: the table for origins at each
+    #: position in the block, position (origin - block_offset) % block; 0 is an origin on a
+    #: block boundary (nothing of the target's block seen). Rows of series without blocks
+    #: (and rows past a series' own block) repeat ``table``.
+    phase_table: FloatArray | None = None
+
+    def table_at(self, i: int, origin: int) -> FloatArray:
+        """The (G, nq) table of series ``i`` for a forecast from step ``origin``."""
+        w = 1 if self.block is None else int(self.block[i])
+        if self.phase_table is None or self.block_offset is None or w <= 1:
+            return np.asarray(self.table[i], dtype=np.float64)
+        ph = block_phase(origin, w, int(self.block_offset[i]))
+        return np.asarray(self.phase_table[i, ph], dtype=np.float64)
+
+
+def block_phase(origin: int, block: int, offset: int) -> int:
+    """Position of ``origin`` in its publication block: 0 on a boundary (the step before it
+    closed a block), else the number of the block's steps already seen."""
+    return 0 if block <= 1 else (origin - offset) % block
+
+
+def block_structure(y: FloatArray, max_block: int) -> tuple[IntArray, IntArray]:
+    """Publication blocks of each series, ((m,) steps per block, (m,) offset of the block
+    starts modulo the block); 1 and 0 for a series that changes at any step.
+
+    A series is taken as published in blocks of W steps when at least 98 % of its value
+    changes (between consecutive observed steps) fall on one position modulo W, W >= 2 is
+    the largest such spacing (the gcd of the distances between changes, or their most
+    common distance when a few stray changes break the gcd), and at least half of the
+    block boundaries show a change (a mostly flat series is not a block series).
+    """
+    m, t = y.shape
+    block = np.ones(m, dtype=np.int64)
+    offset = np.zeros(m, dtype=np.int64)
+    if t < 3:
+        return block, offset
+    a, b = y[:, :-1], y[:, 1:]
+    fin = np.isfinite(a) & np.isfinite(b)
+    changed = fin & (a != b)
+    n_pairs = fin.sum(axis=1)
+    n_changes = changed.sum(axis=1)
+    for i in range(m):
+        # Blocks of 2 or more steps change at most every other step; data that changes more
+        # often has no blocks (the common case, settled without looking further).
+        if n_changes[i] < 20 or n_changes[i] > 0.6 * n_pairs[i]:
+            continue
+        c = np.flatnonzero(changed[i]) + 1  # steps where a new value starts
+        d = np.diff(c)
+        w = int(np.gcd.reduce(d))
+        if w < 2:
+            vals, cnt = np.unique(d, return_counts=True)
+            w = int(vals[int(np.argmax(cnt))])
+        if w < 2 or w > max_block:
+            continue
+        pos = np.bincount(c % w, minlength=w)
+        k = int(np.argmax(pos))
+        if pos[k] < 0.98 * c.size or c.size < 0.5 * n_pairs[i] / w:
+            continue
+        block[i] = w
+        offset[i] = k
+    return block, offset
 
 
 def _normal_table(levels: tuple[float, ...], g: int, sd: float) -> FloatArray:
@@ -84,6 +157,9 @@ def calibrate(
     )
     t_c = t - cal_len
     errors: FloatArray | None = None
+    block = np.ones(m, dtype=np.int64)
+    block_offset = np.zeros(m, dtype=np.int64)
+    phase_table: FloatArray | None = None
     naive_lag_days: FloatArray = np.where(final.span_days >= cfg.weekly_min_days, 7.0, 1.0)
     if cal_len >= 2 and t_c >= 2:
         core = fit_core(y[:, :t_c], x_full, day, step_minutes, cfg, gram_cache, reuse=final)
@@ -132,12 +208,115 @@ def calibrate(
         _fill_short(table, counts, hs, cfg)
         _describe(accuracy, errors, abs_model, abs_naive, hs, y, cal_len, step_minutes,
                   naive_lag_days, cfg)
+        block, block_offset = block_structure(
+            y[:, :t_c], max(2, min(t_c // 20, steps_for(MINUTES_PER_DAY / 4, step_minutes))))
+        blocky = np.flatnonzero(block > 1)
+        if blocky.size:
+            phase_table = np.repeat(table[:, None], int(block[blocky].max()), axis=1)
+            _phase_tables(phase_table, blocky, block, block_offset, y, core.beta, base, resid,
+                          off, t_c, hs, blend, levels, step_minutes, cfg)
+            for i in blocky.tolist():
+                accuracy[i]["publication_block_minutes"] = float(block[i] * step_minutes)
     fallback = ~np.isfinite(table).all(axis=(1, 2))
     for i in np.flatnonzero(fallback).tolist():
         table[i], accuracy[i] = _fallback_table(y[i], final, i, x_full, levels, g_n,
                                                 step_minutes, cfg)
-    return Calibration(levels=levels, table=_tidy_table(table, levels), accuracy=accuracy,
-                       blend=blend)
+        block[i] = 1
+    table = _tidy_table(table, levels)
+    if phase_table is not None:
+        for i in range(m):  # positions a series does not have repeat its pooled table
+            phase_table[i, int(block[i]) if block[i] > 1 else 0 :] = table[i]
+        # Quantiles increasing in q only: from a block boundary the nearest steps can be the
+        # hardest (the point forecast leans on the last value, which the next block
+        # replaces), so widths need not grow with the horizon there.
+        phase_table = np.sort(phase_table, axis=-1)
+    return Calibration(levels=levels, table=table, accuracy=accuracy, blend=blend,
+                       block=block, block_offset=block_offset, phase_table=phase_table)
+
+
+def _phase_tables(
+    out: FloatArray,
+    rows: IntArray,
+    block: IntArray,
+    block_offset: IntArray,
+    y: FloatArray,
+    beta: FloatArray,
+    base: FloatArray,
+    resid: FloatArray,
+    off: int,
+    t_c: int,
+    hs: IntArray,
+    blend: FloatArray,
+    levels: tuple[float, ...],
+    step_minutes: float,
+    cfg: Config,
+) -> None:
+    """Fill ``out`` (m, P, G, nq) for the block series ``rows``: the held-out errors from
+    every origin of the tail, split by the origin's position in its block, up to six
+    blocks ahead (beyond, the position no longer matters and the pooled table stays)."""
+    t = y.shape[1]
+    origins = np.arange(t_c, t, dtype=np.int64)
+    w_max = int(block[rows].max())
+    gsel = np.flatnonzero(hs <= 6 * w_max)
+    if gsel.size == 0 or origins.size == 0:
+        return
+    err = _held_out_errors(y[rows], beta[rows], base[rows], resid[rows], off, origins,
+                           hs, gsel, blend[rows], step_minutes, cfg)  # (r, O, Gs)
+    for r, i in enumerate(rows.tolist()):
+        w, k0 = int(block[i]), int(block_offset[i])
+        g_i = np.flatnonzero(hs[gsel] <= 6 * w)
+        n_max = -(-origins.size // w)
+        per = np.full((w, n_max, g_i.size), np.nan)  # (phase, origins of that phase, Gs)
+        for ph in range(w):
+            first = (ph + k0 - t_c) % w  # first origin index with this position
+            e = err[r, first::w][:, g_i]
+            per[ph, : e.shape[0]] = e
+        counts = np.isfinite(per).sum(axis=1)  # (w, Gs)
+        q = np.moveaxis(nanquantile(per, conformal_levels(levels, effective_counts(per)),
+                                    axis=1), 0, -1)  # (w, Gs, nq)
+        good = (counts >= cfg.min_errors)[..., None] & np.isfinite(q)
+        tab = out[i, :w]  # a view: (w, G, nq)
+        cols = gsel[g_i]
+        tab[:, cols] = np.where(good, q, tab[:, cols])
+
+
+def _held_out_errors(
+    y: FloatArray,
+    beta: FloatArray,
+    base: FloatArray,
+    resid: FloatArray,
+    off: int,
+    origins: IntArray,
+    hs: IntArray,
+    gsel: IntArray,
+    blend: FloatArray,
+    step_minutes: float,
+    cfg: Config,
+) -> FloatArray:
+    """Normalised errors (m, O, len(gsel)) of the held-out fit's forecasts from ``origins``
+    at the horizons ``hs[gsel]``, computed as ``calibrate`` computes them."""
+    m, t = y.shape
+    windows = feature_windows(cfg, step_minutes)
+    lags = lag_steps(cfg, step_minutes)
+    half = lag_half(cfg, step_minutes)
+    feats = recent_features(resid, origins - off, windows)
+    lagf = lag_features(resid, origins - off, hs[gsel], lags, half)  # (m, Gs, O, L)
+    errors = np.full((m, origins.size, gsel.size), np.nan)
+    for j, g in enumerate(gsel.tolist()):
+        tgt = origins + int(hs[g]) - 1
+        ok = np.flatnonzero(tgt < t)
+        if ok.size == 0:
+            break
+        tg = tgt[ok]
+        comps = np.concatenate(
+            (np.einsum("moi,mi->mo", feats[:, ok, :], beta[:, g])[..., None],
+             lagf[:, j, ok, :]), axis=2)
+        pred = base[:, tg - off] + np.einsum("moc,mc->mo", comps, blend[:, g])
+        yhat = np.maximum(pred, 0.0)
+        level = np.maximum(yhat if cfg.scale_by_forecast else base[:, tg - off],
+                           cfg.level_floor)
+        errors[:, ok, j] = (y[:, tg] - yhat) / level
+    return errors
 
 
 def effective_counts(errors: FloatArray) -> FloatArray:
