@@ -209,13 +209,41 @@ def resampled_level_spill(
         one = constant_level_spill(d, levels)
         return one, one
     blocks = d[: n_blocks * block].reshape(n_blocks, block)
+    # Spill above a constant level is additive over minutes, so a resample's spill is the
+    # sum of its blocks' spills: each block's spill curve is computed once and every draw
+    # is a weighted sum (draws x blocks @ blocks x levels), not a re-sort of a week of
+    # minutes per draw (100x cheaper; the daemon calibrates every deployment at a refit).
+    n_levels = max(levels, 1)
+    spill = _block_level_spill(blocks, n_levels)
     rng = np.random.default_rng(seed)
-    out = np.empty((draws, max(levels, 1)))
+    weights = np.zeros((draws, n_blocks))
     for i in range(draws):
-        pick = blocks[rng.integers(0, n_blocks, size=n_blocks)].ravel()
-        out[i] = constant_level_spill(pick, levels)
+        weights[i] = np.bincount(rng.integers(0, n_blocks, size=n_blocks), minlength=n_blocks)
+    totals = weights @ blocks.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(totals[:, None] > 0,
+                       np.maximum(weights @ spill, 0.0) / totals[:, None], 0.0)
     lo, hi = np.percentile(out, percentiles, axis=0)
     return np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+
+
+def _block_level_spill(blocks: FloatArray, levels: int) -> FloatArray:
+    """(blocks, levels): sum over each block's minutes of max(0, d - c), c = 0 .. levels-1.
+
+    ``sum_{d > c} d - c * #{d > c}``; a minute of demand d is above the integer levels
+    0 .. ceil(d) - 1, so both sums are reverse cumulative sums of per-level tallies.
+    """
+    n_blocks = blocks.shape[0]
+    top = np.clip(np.ceil(blocks) - 1, -1, levels - 1).astype(np.int64)
+    pos = top >= 0
+    rows = np.broadcast_to(np.arange(n_blocks)[:, None], blocks.shape)[pos]
+    sums = np.zeros((n_blocks, levels))
+    counts = np.zeros((n_blocks, levels))
+    np.add.at(sums, (rows, top[pos]), blocks[pos])
+    np.add.at(counts, (rows, top[pos]), 1.0)
+    above_sum = np.cumsum(sums[:, ::-1], axis=1)[:, ::-1]
+    above_n = np.cumsum(counts[:, ::-1], axis=1)[:, ::-1]
+    return np.asarray(above_sum - np.arange(levels) * above_n, np.float64)
 
 
 def headroom_curves(
