@@ -15,7 +15,13 @@ the refits (``BENCH_REVALIDATE_EVERY`` refits, default 24: daily at the daemon's
 ``refit_minutes``), a rotating 1/24 of the deployments plus every one whose last choice
 was not the fast path.
 
+``--traces`` instead scores the choice on the ServeGen minute traces in examples/traces
+(day-ahead, origins every 9 h from day 7): the fast path, the choice as select_batch makes
+it (it may leave the fast path only on clear evidence), and the unconstrained choice
+(``select_forecast`` alone, 3 origins), as relative MAE (MAE / mean load).
+
     .venv/bin/python bench/bench_select.py            # BENCH_SERIES=1000
+    .venv/bin/python bench/bench_select.py --traces   # about 15 s
 """
 
 from __future__ import annotations
@@ -116,5 +122,41 @@ def main() -> None:
           f"({fast2_s:.1f} s); {sel2.validated} validated, {len(sel2.out_of_time)} out of time")
 
 
+def traces() -> None:
+    from scheduler.ingest.files import read_usage_file
+
+    root = Path(__file__).resolve().parents[1] / "examples" / "traces"
+    print("day-ahead relative MAE on the ServeGen minute traces (origins every 9 h from day 7)")
+    for name in ("m-small", "m-mid", "m-large"):
+        parsed = read_usage_file(root / f"servegen_{name}.csv")
+        offsets = (parsed.minutes - parsed.minutes[0]).astype(np.int64)
+        y = np.full(int(offsets[-1]) + 1, np.nan)
+        y[offsets] = parsed.input_tokens + 3.0 * parsed.output_tokens
+        start = parsed.minutes[0].astype("datetime64[s]").item().replace(tzinfo=dt.UTC)
+        scores: dict[str, list[float]] = {"fast path": [], "select_batch": [],
+                                          "unconstrained choice": []}
+        left = 0
+        origins = range(7 * 1440, y.size - HORIZON + 1, 540)
+        for o in origins:
+            h, truth = y[:o], y[o : o + HORIZON]
+            fast = forecasting.forecast(h, step_minutes=1, horizon=HORIZON, start=start,
+                                        quantiles=QUANTILES)
+            batch = select_batch([h], step_minutes=1, horizon=HORIZON, fast=[fast],
+                                 quantiles=QUANTILES, starts=[start]).forecasts[0]
+            free = forecasting.select_forecast(h, step_minutes=1, horizon=HORIZON,
+                                               quantiles=QUANTILES, start=start)
+            left += not batch.parameters["selection"]["fast_path"]
+            ok = np.isfinite(truth)
+            for key, fc in zip(scores, (fast, batch, free), strict=True):
+                scores[key].append(float(np.mean(np.abs(truth[ok] - fc.mean[ok]))
+                                         / np.mean(np.abs(truth[ok]))))
+        print(f"  {name:8s} {len(origins)} origins: "
+              + ", ".join(f"{k} {np.mean(v):.4f}" for k, v in scores.items())
+              + f"; select_batch left the fast path {left}x")
+
+
 if __name__ == "__main__":
-    main()
+    if "--traces" in sys.argv[1:]:
+        traces()
+    else:
+        main()
