@@ -75,6 +75,7 @@ FAST_MARGIN = 0.05
 #: select_batch prepares and pre-fits this many series at a time (two fit_batch chunks:
 #: one per core) and checks its deadline in between.
 _BLOCK = 128
+_FIRST_BLOCK = 16
 
 
 @dataclass(frozen=True)
@@ -590,16 +591,30 @@ def select_batch(
         else:
             not_due += 1
             out[i] = _with_selection(fast[i], _kept(fast[i], "not due"))
-    for b0 in range(0, len(todo), _BLOCK):
-        block = todo[b0 : b0 + _BLOCK]
+    # Blocks start small and grow to _BLOCK while the budget allows: a block's pre-fit
+    # cannot stop half-way, so it is sized to a quarter of the time left at the pace of
+    # the previous one (the overrun past the deadline is at most a small block).
+    size, pos = _FIRST_BLOCK, 0
+    timed = clock is not None and deadline is not None
+    while pos < len(todo):
+        block = todo[pos : pos + size]
+        pos += len(block)
         if late or _expired(clock, deadline):
             late.extend(block)
             continue
+        began = clock() if timed and clock is not None else 0.0
         cals = {i: normalise_calendar(cal_list[i]) for i in block}
         preps = {i: _prepare(np.asarray(histories[i], dtype=np.float64).reshape(-1),
                              step_minutes, horizon, start_list[i], tz_list[i], cals[i],
                              zero_gap_minutes, n_origins, n_calibration) for i in block}
         prefit = _prefit_harmonic(preps, cals, step_minutes)
+        if timed and clock is not None and deadline is not None:
+            now = clock()
+            pace = (now - began) / len(block)
+            size = _BLOCK if pace <= 0 else int(
+                min(_BLOCK, max(_FIRST_BLOCK, (deadline - now) / (4 * pace))))
+        else:
+            size = _BLOCK
         for i in block:
             if late or _expired(clock, deadline):
                 late.append(i)
