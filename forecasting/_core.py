@@ -62,9 +62,9 @@ class Config:
     level_sd_factor: float = 3.0
     level_min_post_hours: int = 3
     # The refit rescales the whole history on a change (every horizon, commitments too),
-    # so it waits for a day of the new level; forecasts (recent_level) follow from
-    # level_min_post_hours on.
-    level_fit_min_post_hours: int = 24
+    # so it waits for more than a day of the new level (a one-off day that has just ended
+    # is not one); forecasts (recent_level) follow from level_min_post_hours on.
+    level_fit_min_post_hours: int = 30
     level_min_pre_hours: int = 24
     level_search_days: float = 14.0
     level_consistency: float = 0.8

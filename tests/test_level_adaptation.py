@@ -62,11 +62,11 @@ def hourly(v: np.ndarray) -> np.ndarray:
     (0.5, 15, "Europe/Berlin"),
     (2.0, 3, "America/New_York"),
 ])
-@pytest.mark.parametrize("after_hours", [26, 44])
+@pytest.mark.parametrize("after_hours", [33, 45])
 def test_after_a_lasting_change_the_forecast_follows_the_new_level(
         factor: float, hour: int, timezone: str, after_hours: int) -> None:
     """Refitted ``after_hours`` after a step to ``factor`` times the old load (a refit
-    believes a change once it has lasted a day: it rescales every horizon), the next
+    believes a change once it has lasted 30 hours: it rescales every horizon), the next
     day's forecast sits at the new level: the median hour within 15 % of the truth and
     every hour within 50 % (the harmonic profile rounds the 08:00 and 18:00 steps, so the
     hours holding a step are left out; the residual model's corrections are additive and
@@ -90,7 +90,7 @@ def test_the_change_is_found_where_it_happened_and_sized() -> None:
     y = shape(30 * DAY)
     at = 24 * DAY + 10 * 60
     y[at:] *= 0.4
-    t = at + 30 * 60
+    t = at + 36 * 60
     timeline = Timeline.build(START, 1, "UTC", ())
     local = timeline.local(np.arange(t, dtype=np.int64))
     x = basis_table(12, 6)[local.phase]
