@@ -195,3 +195,19 @@ def test_forecast_quantiles_cover_on_block_boundaries() -> None:
     boundary = block * np.arange(0, DAY // block, 2)
     cov = _coverage(models, None, ys, n_hist, boundary, (1, 2, block))
     _assert_nominal(cov, "forecast quantiles on block boundaries")
+
+
+def test_rolling_eval_reports_the_sampling_spread_of_coverage() -> None:
+    # A calibrated forecaster's coverage over n points spreads by sqrt(p (1 - p) / n): the
+    # evaluation states it, and the fast path lands within it on seasonal noise.
+    y = seasonal(16 * DAY, 1, seed=70)
+    rep = forecasting.rolling_origin_eval(y, step_minutes=1, start=START, horizons=(5,),
+                                          eval_days=2, origin_every_minutes=7)
+    (s,) = rep.scores
+    assert s.n_points > 300
+    assert s.coverage_80_se == pytest.approx(math.sqrt(0.8 * 0.2 / s.n_points))
+    assert s.coverage_95_se == pytest.approx(math.sqrt(0.95 * 0.05 / s.n_points))
+    assert s.coverage_80 is not None and s.coverage_95 is not None
+    assert s.coverage_80_se is not None and s.coverage_95_se is not None
+    assert -max(TOL80, 3 * s.coverage_80_se) <= s.coverage_80 - 0.8 <= OVER80, s
+    assert -max(TOL95, 3 * s.coverage_95_se) <= s.coverage_95 - 0.95 <= OVER95, s
