@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 import forecasting
+from forecasting.select import select_batch
 from scheduler.cli import main as cli
 from scheduler.ingest.files import read_usage_file
 from scheduler.pipeline.forecast import (
@@ -123,36 +124,41 @@ def cmd_forecast(ctx: cli.Context) -> int:
 
 def _choose(histories: list[History], fits: dict[str, Refit], now: dt.datetime,
             ctx: cli.Context) -> dict[str, Refit]:
-    """Replace each fast-path forecast by the model its own validation chooses, until the
-    ``--choose-seconds`` budget runs out (the rest keep the fast path: one log line)."""
-    deadline = time.monotonic() + ctx.args.choose_seconds
+    """Replace each fast-path forecast by the model its own validation chooses, for the whole
+    batch under one ``--choose-seconds`` budget (:func:`forecasting.select.select_batch`:
+    the fast path is kept unless a candidate beats it at every validation origin; the
+    series the budget does not reach keep it too, with one log line)."""
     out = dict(fits)
-    out_of_time: list[str] = []
+    deadline = time.monotonic() + ctx.args.choose_seconds
+    late: list[str] = []
+    # One batch per forecast horizon (all deployments share one unless configured apart).
+    groups: dict[int, list[History]] = {}
     for h in histories:
-        fit = fits.get(h.deployment.name)
-        if fit is None:
-            continue
-        selection: dict[str, Any] = {"degraded": "budget", "fast_path": True}
-        fc = fit.forecast
-        if time.monotonic() < deadline:
-            fc = forecasting.select_forecast(
-                h.demand, step_minutes=1, horizon=int(fit.forecast.mean.shape[0]),
-                quantiles=PLANNING_QUANTILES, start=h.start, timezone=h.deployment.timezone,
-                calendar=calendar_days(h.deployment),
-                zero_gap_minutes=ctx.config.ingest.zero_gap_minutes,
-                clock=time.monotonic, deadline=deadline)
+        if h.deployment.name in fits:
+            horizon = int(fits[h.deployment.name].forecast.mean.shape[0])
+            groups.setdefault(horizon, []).append(h)
+    for horizon, chosen in groups.items():
+        fast = [fits[h.deployment.name].forecast for h in chosen]
+        batch = select_batch(
+            [h.demand for h in chosen], step_minutes=1, horizon=horizon, fast=fast,
+            quantiles=PLANNING_QUANTILES, starts=[h.start for h in chosen],
+            timezones=[h.deployment.timezone for h in chosen],
+            calendars=[calendar_days(h.deployment) for h in chosen],
+            zero_gap_minutes=ctx.config.ingest.zero_gap_minutes,
+            clock=time.monotonic, deadline=deadline)
+        for h, fc in zip(chosen, batch.forecasts, strict=True):
+            fit = fits[h.deployment.name]
             selection = dict(fc.parameters.get("selection", {}))
-        if selection.get("fast_path"):
-            # The fast path the daemon plans from stays (no second fast fit).
-            if selection["degraded"] == "budget":
-                out_of_time.append(h.deployment.name)
-            selection = {**selection, "chosen": fit.forecast.model}
-            fc = _with_parameters(fit.forecast, {**fit.forecast.parameters,
-                                                 "selection": selection})
-        out[h.deployment.name] = Refit(fit.model, fc, to_record(h, fc, fit.record.as_of))
-    if out_of_time:
+            if selection.get("fast_path"):
+                # The fast path the daemon plans from stays (no second fast fit).
+                selection = {**selection, "chosen": fit.forecast.model}
+                fc = _with_parameters(fit.forecast, {**fit.forecast.parameters,
+                                                     "selection": selection})
+            out[h.deployment.name] = Refit(fit.model, fc, to_record(h, fc, fit.record.as_of))
+        late += [chosen[i].deployment.name for i in batch.out_of_time]
+    if late:
         cli.log.warning("forecast_choice_out_of_time", budget_seconds=ctx.args.choose_seconds,
-                        fast_path=len(out_of_time), deployments=out_of_time[:10])
+                        fast_path=len(late), deployments=late[:10])
     return out
 
 
