@@ -679,8 +679,8 @@ def recent_level(y: FloatArray, base: FloatArray, step_minutes: float,
     latest observations). Hourly means (aligned to the origin) are compared with the
     profile's, and :func:`level_change` decides, with the fit's thresholds, whether the
     latest hours sit at a new level for good. Returns the factor by which the profile is
-    to be scaled from the returned step on (observed over expected load since the change),
-    or ``(1.0, len(y))`` when there is none.
+    to be scaled from the returned step on (observed over expected load since the change,
+    rounded to a power of 1.05), or ``(1.0, len(y))`` when there is none.
     """
     n = y.size
     blk = steps_for(60.0, step_minutes)
@@ -703,7 +703,10 @@ def recent_level(y: FloatArray, base: FloatArray, step_minutes: float,
     num, den = float(hb[c:][both].sum()), float(np.maximum(bb[c:][both], 0.0).sum())
     if not (num > 0 and den > 0):
         return 1.0, n
-    return num / den, head + c * blk
+    # The factor moves in 5 % steps: a forecast re-read every few minutes should not see
+    # a new level (and re-plan capacity) each time a few more minutes of it are in.
+    q = math.log(1.05)
+    return math.exp(round(math.log(num / den) / q) * q), head + c * blk
 
 
 def _adapt_history(
