@@ -212,7 +212,9 @@ def calibrate(
             y[:, :t_c], max(2, min(t_c // 20, steps_for(MINUTES_PER_DAY / 4, step_minutes))))
         blocky = np.flatnonzero(block > 1)
         if blocky.size:
-            phase_table = np.repeat(table[:, None], int(block[blocky].max()), axis=1)
+            # Per-position quantiles where measured, NaN elsewhere (the pooled table, once
+            # tidied, fills the rest below).
+            phase_table = np.full((m, int(block[blocky].max()), g_n, nq), np.nan)
             _phase_tables(phase_table, blocky, block, block_offset, y, core.beta, base, resid,
                           off, t_c, hs, blend, levels, step_minutes, cfg)
             for i in blocky.tolist():
@@ -224,14 +226,38 @@ def calibrate(
         block[i] = 1
     table = _tidy_table(table, levels)
     if phase_table is not None:
-        for i in range(m):  # positions a series does not have repeat its pooled table
-            phase_table[i, int(block[i]) if block[i] > 1 else 0 :] = table[i]
-        # Quantiles increasing in q only: from a block boundary the nearest steps can be the
-        # hardest (the point forecast leans on the last value, which the next block
-        # replaces), so widths need not grow with the horizon there.
-        phase_table = np.sort(phase_table, axis=-1)
+        phase_table = _complete_phase_table(phase_table, table, block, levels)
     return Calibration(levels=levels, table=table, accuracy=accuracy, blend=blend,
                        block=block, block_offset=block_offset, phase_table=phase_table)
+
+
+def _complete_phase_table(raw: FloatArray, table: FloatArray, block: IntArray,
+                          levels: tuple[float, ...]) -> FloatArray:
+    """The per-position tables (m, P, G, nq) from the measured cells of ``raw`` (NaN
+    elsewhere) and the tidied pooled ``table``: unmeasured cells (long horizons, positions
+    a series does not have, series without blocks) take the pooled table, never narrower
+    than the position's longest measured horizon; quantiles increase in q. Widths are
+    not forced to grow with the horizon among the measured cells: from a block boundary
+    the nearest steps can be the hardest (the point forecast leans on the last value,
+    which the next block replaces)."""
+    out = np.where(np.isfinite(raw), raw, table[:, None])
+    lv = np.asarray(levels)
+    upper, lower = lv > 0.5, lv < 0.5
+    for i in range(out.shape[0]):
+        w = int(block[i])
+        if w <= 1:
+            out[i] = table[i]
+            continue
+        out[i, w:] = table[i]
+        measured = np.flatnonzero(np.isfinite(raw[i, :w]).all(axis=(0, 2)))
+        if measured.size == 0:
+            continue
+        last = int(measured.max())
+        tail = out[i, :w, last + 1 :]
+        edge = out[i, :w, last][:, None, :]
+        tail[..., upper] = np.maximum(tail[..., upper], edge[..., upper])
+        tail[..., lower] = np.minimum(tail[..., lower], edge[..., lower])
+    return np.sort(out, axis=-1)
 
 
 def _phase_tables(
@@ -251,9 +277,10 @@ def _phase_tables(
     step_minutes: float,
     cfg: Config,
 ) -> None:
-    """Fill ``out`` (m, P, G, nq) for the block series ``rows``: the held-out errors from
-    every origin of the tail, split by the origin's position in its block, up to six
-    blocks ahead (beyond, the position no longer matters and the pooled table stays)."""
+    """Fill ``out`` (m, P, G, nq) for the block series ``rows``: quantiles of the held-out
+    errors from every origin of the tail, split by the origin's position in its block, up
+    to six blocks ahead (beyond, the position no longer matters: the pooled table serves).
+    Cells with fewer than ``min_errors`` errors are left as they are."""
     t = y.shape[1]
     origins = np.arange(t_c, t, dtype=np.int64)
     w_max = int(block[rows].max())

@@ -168,6 +168,15 @@ def test_block_published_data_is_covered_at_every_position(
     models, cal = _fit_capturing(monkeypatch, [y[:n_hist] for y in ys], step)
     assert cal.block is not None and cal.block.tolist() == [block] * len(ys)
     assert cal.block_offset is not None and cal.block_offset.tolist() == [shift] * len(ys)
+    # Beyond six blocks the position no longer matters: the pooled table (tidied: never
+    # narrowing with the horizon) serves every position, or something wider.
+    assert cal.phase_table is not None
+    far = np.flatnonzero(models[0].horizon_steps > 6 * block)
+    up, lo = np.asarray(cal.levels) > 0.5, np.asarray(cal.levels) < 0.5
+    pooled_far = cal.table[:, None][:, :, far]
+    phase_far = cal.phase_table[:, :block][:, :, far]
+    assert far.size and (phase_far[..., up] >= pooled_far[..., up] - 1e-12).all()
+    assert (phase_far[..., lo] <= pooled_far[..., lo] + 1e-12).all()
     hsteps = (1, 2, block, block + 1, 2 * block)
     # Origins on block boundaries (n_hist is a whole number of days, a multiple of the
     # block): nothing of the next block is known yet.
