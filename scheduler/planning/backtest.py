@@ -53,7 +53,7 @@ from scheduler.planning.headroom import (
     constant_level_spill,
     headroom_curves,
 )
-from scheduler.planning.hindsight import hindsight_optimum
+from scheduler.planning.hindsight import hindsight_optimum, reachable_pool
 from scheduler.planning.inputs import ForecastLike, planning_forecast
 from scheduler.planning.planner import (
     CommitEvidence,
@@ -341,7 +341,11 @@ def run_backtest(
                          provider.available)
     reactive_cost = schedule_cost(start=w0, input_tokens=w_inp, output_tokens=w_out,
                                   elastic_units=reactive, commitments=[], deployment=dep)
-    best = hindsight_optimum(w_inp, w_out, dep)
+    # The hindsight optimum under the same pool and terms (issue #9): a lower bound for
+    # any policy this provider could have served.
+    terms = None if capacity is None else capacity.supported_terms
+    best = hindsight_optimum(w_inp, w_out, dep, grantable=provider.available, terms=terms,
+                             lead_minutes=dep.scale_up_lead_minutes)
     dedicated = dedicated_at_peak_cost(w_dem, dep)
     payg_all = payg_total_cost(w_inp, w_out, dep.pricing)
 
@@ -363,7 +367,8 @@ def run_backtest(
         "first_alert_utc": None if first_alert is None else _fmt_minute(origin, first_alert[0]),
         "first_alert": None if first_alert is None else first_alert[1],
         "first_cover": first_cover,
-        "hindsight_constant_level": _hindsight_level(w0, w_inp, w_out, w_dem, dep),
+        "hindsight_constant_level": _hindsight_level(w0, w_inp, w_out, w_dem, dep, terms,
+                                                     provider.available),
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n",
                                           encoding="utf-8")
@@ -413,22 +418,45 @@ def _cover_summary(p: Any, k: int, origin: dt.datetime, bound: float) -> dict[st
 
 
 def _hindsight_level(w0: np.datetime64, inp: FloatArray, out: FloatArray, dem: FloatArray,
-                     dep: Deployment) -> dict[str, Any]:
+                     dep: Deployment, terms: Sequence[int] | None = None,
+                     grantable: Any = None) -> dict[str, Any]:
     """The cheapest constant capacity meeting the bound in hindsight, held all along at
-    the 30-day rate (the yardstick of what meeting the bound really costs)."""
-    spill = constant_level_spill(dem, math.ceil(float(dem.max(initial=0.0)) - 1e-9) + 1)
+    the 30-day rate (the yardstick of what meeting the bound really costs).
+
+    On the terms sold only (``terms``; None: all): at the 7-day rate when 30 is not sold;
+    as elastic units when no term is, as many of them as the pool (``grantable``) lets one
+    take and keep, the least spill when no level meets the bound under it."""
+    top = math.ceil(float(dem.max(initial=0.0)) - 1e-9)
+    term = 30 if terms is None or 30 in terms else 7 if 7 in terms else None
+    reach = (reachable_pool(grantable, dem.size)
+             if term is None and grantable is not None else None)
+    if reach is None:
+        spill = constant_level_spill(dem, top + 1)
+    else:
+        total = float(dem.sum())
+        spill = np.array([float(np.maximum(0.0, dem - np.minimum(u, reach)).sum())
+                          / total if total > 0 else 0.0 for u in range(top + 1)])
     ok = np.flatnonzero(spill <= dep.max_spill_fraction + 1e-12)
-    units = int(ok[0]) if ok.size else int(spill.size - 1)
-    # Renewed every 30 days so the level is held over a window of any length.
-    commitments = [Commitment(as_datetime(w0) + dt.timedelta(days=30 * i), 30, units)
-                   for i in range(math.ceil(dem.size / 43_200))] if units else []
+    units = int(ok[0]) if ok.size else int(np.argmin(spill))
+    elastic = np.zeros(dem.size, dtype=np.int64)
+    commitments: list[Commitment] = []
+    if term is None:
+        elastic = np.full(dem.size, units, dtype=np.int64)
+        if reach is not None:
+            elastic = np.minimum(float(units), reach).astype(np.int64)
+    elif units:
+        # Renewed every term so the level is held over a window of any length.
+        commitments = [Commitment(as_datetime(w0) + dt.timedelta(days=term * i), term, units)
+                       for i in range(math.ceil(dem.size / (term * 1440)))]
     c = schedule_cost(start=w0, input_tokens=inp, output_tokens=out,
-                      elastic_units=np.zeros(dem.size, dtype=np.int64),
-                      commitments=commitments, deployment=dep)
+                      elastic_units=elastic, commitments=commitments, deployment=dep)
     days = dem.size / 1440
-    return {"units": units, "cost": round(c.total, 2),
-            "cost_per_day": round(c.total / days, 2) if days else None,
-            "spill_fraction": c.spill_fraction}
+    out_: dict[str, Any] = {"units": units, "cost": round(c.total, 2),
+                            "cost_per_day": round(c.total / days, 2) if days else None,
+                            "spill_fraction": c.spill_fraction}
+    if terms is not None or grantable is not None:
+        out_["held_as"] = "elastic" if term is None else f"{term}-day"
+    return out_
 
 
 def _headroom_curve(observed: FloatArray, dep: Deployment,
@@ -547,7 +575,12 @@ def _summary(dep: Deployment, origin: dt.datetime, n: int, cost: CostBreakdown,
                 **_costs(best.cost), "lower_bound": round(best.lower_bound, 2),
                 "commit_30d_units": best.commit_30d_units,
                 "topup_7d_units": list(best.topup_7d_units),
-                "spill_fraction": best.cost.spill_fraction},
+                "spill_fraction": best.cost.spill_fraction,
+                # Under the provider's pool and terms sold (False: unlimited, all terms);
+                # bound_feasible False: no schedule meets the bound there, the optimum has
+                # the least achievable spill (min_spill_fraction).
+                "capped": best.capped, "bound_feasible": best.bound_feasible,
+                "min_spill_fraction": best.min_spill_fraction},
             "reactive": {
                 **_costs(reactive), "spill_fraction": reactive.spill_fraction,
                 "service_level_met": reactive.service_level_met(bound),
