@@ -327,7 +327,11 @@ def _held_out_errors(
     lags = lag_steps(cfg, step_minutes)
     half = lag_half(cfg, step_minutes)
     feats = recent_features(resid, origins - off, windows)
-    lagf = lag_features(resid, origins - off, hs[gsel], lags, half)  # (m, Gs, O, L)
+    # The seasonal lags only where they carry weight (not below blend_from_minutes).
+    lagf = np.zeros((m, gsel.size, origins.size, lags.size))  # (m, Gs, O, L)
+    weighted = np.flatnonzero(np.abs(blend[:, gsel, 1:]).sum(axis=(0, 2)) > 0)
+    if weighted.size:
+        lagf[:, weighted] = lag_features(resid, origins - off, hs[gsel[weighted]], lags, half)
     errors = np.full((m, origins.size, gsel.size), np.nan)
     for j, g in enumerate(gsel.tolist()):
         tgt = origins + int(hs[g]) - 1
