@@ -29,7 +29,9 @@ Minutes where the pool is at its running maximum ``G(t)`` are free (any ``e <= G
 whatever came before); a stretch below it couples to the minute before it (units held
 into it). Free minutes keep the greedy knapsack above (capped at ``G``); each coupled
 stretch gets its exact cost/spill Pareto front by a label-setting pass over
-``(minute, units held)``, and the fronts are combined with the greedy on the rest. The
+``(minute, units held)`` (thinned to a few hundred points per state on long stretches,
+the one place it may miss the optimum), and the fronts are combined with the greedy on
+the rest; with few configurations ``(C, W)`` all are solved, else the local search. The
 dual bound relaxes the coupling to ``e(t) <= G(t)``, which every reachable schedule
 meets, so it stays a true lower bound. When no schedule of the form meets the spill
 bound (no term sold and demand above what the pool can ever reach), the result is the
@@ -38,6 +40,7 @@ cheapest schedule with the least achievable spill, flagged ``bound_feasible=Fals
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -200,6 +203,18 @@ class _Problem:
         spill_total = float(sum(w[2][w[1][c]] for w in week_best))
         return float(total[c]) - lam * self.budget, spill_total, (c, tops)
 
+    def all_configs(self, limit: int) -> list[Config]:
+        """Every configuration of the terms sold, or none when there are more than
+        ``limit``."""
+        weeks = len(self.bounds)
+        cs = range(self.top + 1) if self.allow30 else range(1)
+        count = sum((self.top - c + 1) ** weeks if self.allow7 else 1 for c in cs)
+        if count > limit:
+            return []
+        return [(c, tops) for c in cs
+                for tops in itertools.product(
+                    range(self.top - c + 1) if self.allow7 else range(1), repeat=weeks)]
+
     def allowed(self, config: Config) -> bool:
         c, tops = config
         return (c >= 0 and min(tops, default=0) >= 0 and (self.allow30 or c == 0)
@@ -269,7 +284,7 @@ class _Problem:
             fronts.append(front)
         # Free minutes: at most min(need, pool) units; dropping one below that spills.
         e0 = np.where(single, np.minimum(need, self.pool), 0.0).astype(np.int64)
-        forced = np.where(single, x - e0, 0.0)
+        forced = np.where(single, np.maximum(0.0, x - e0), 0.0)
         greedy = _Greedy(x, need.astype(np.int64), e0, self.q, self.re)
         merged = _merge(fronts)
         left = self.budget * (1 + 1e-12) - float(forced.sum()) - merged.spill
@@ -279,7 +294,7 @@ class _Problem:
         approx = merged.cost[ok] - np.array([greedy.saving(float(r)) for r in left[ok]])
         best_cost = math.inf
         best: tuple[int, IntArray] | None = None
-        for i in (ok if ok.size <= 64 else ok[np.argsort(approx, kind="stable")[:8]]):
+        for i in (ok if ok.size <= 64 else ok[np.argsort(approx, kind="stable")[:16]]):
             drops, saved = greedy.take(float(left[i]))
             cost = float(merged.cost[i]) - saved
             if cost < best_cost:
@@ -299,7 +314,7 @@ class _Problem:
         held); ``e(t) <= max(e(t - 1), pool(t))``; at most ``k`` units are worth holding."""
         assert self.pool is not None
         es = np.arange(k + 1, dtype=np.float64)
-        cap = max(32, min(1024, 4_000_000 // ((b - s0) * (k + 1))))
+        cap = max(32, min(256, 1_000_000 // ((b - s0) * (k + 1))))
         limit = self.budget * (1 + 1e-12)
 
         def minute(t: int) -> tuple[FloatArray, FloatArray]:
@@ -407,7 +422,8 @@ def _merge(fronts: list[_Front], cap: int = 4096) -> _Merged:
 class _Greedy:
     """The free minutes' knapsack: from ``e0`` units (at most the need), drop units by
     saving per spilled unit; :meth:`take` as :meth:`_Problem.solve`, :meth:`saving` its
-    whole-item prefix (a fast estimate to rank the stretches' points)."""
+    prefix up to the first item that does not fit whole (a fast estimate to rank the
+    stretches' points)."""
 
     def __init__(self, x: FloatArray, need: IntArray, e0: IntArray, q: FloatArray,
                  re: float) -> None:
@@ -433,7 +449,11 @@ class _Greedy:
 
     def saving(self, budget: float) -> float:
         k = int(np.searchsorted(self.cum, budget, side="right"))
-        return float(self.cum_value[k - 1]) if k > 0 else 0.0
+        saved = float(self.cum_value[k - 1]) if k > 0 else 0.0
+        if k < self.weight.shape[0]:
+            left = budget - (float(self.cum[k - 1]) if k > 0 else 0.0)
+            saved += min(int(self.count[k]), int(left // self.weight[k])) * float(self.value[k])
+        return saved
 
     def take(self, budget: float) -> tuple[IntArray, float]:
         weight, count = self.weight, self.count
@@ -526,6 +546,11 @@ def hindsight_optimum(
 
     for config in configs[-12:]:
         consider(config)
+    if capped:
+        # The pool's coupling and the missing terms make the configurations' costs far
+        # from separable: search them all when few (a short window, a small peak).
+        for config in prob.all_configs(limit=64):
+            consider(config)
     improved = True
     while improved and best is not None:
         improved = False
@@ -534,8 +559,13 @@ def hindsight_optimum(
         moves: list[Config] = []
         for dc in (-1, 1):
             moves.append((c + dc, tuple(max(0, lv - c - dc) for lv in levels)))
-            if not prob.allow7:
+            if capped:
+                # C moves and one week keeps its total level (one top-up traded for C).
                 moves.append((c + dc, tops))
+                for i in range(len(tops)):
+                    moves.append((c + dc, tuple(w if j == i else max(0, lv - c - dc)
+                                                for j, (w, lv) in enumerate(
+                                                    zip(tops, levels, strict=True)))))
         for i in range(len(tops)):
             for dw in (-1, 1):
                 moves.append((c, tuple(w + dw if j == i else w for j, w in enumerate(tops))))
