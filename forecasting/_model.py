@@ -16,6 +16,7 @@ import numpy.typing as npt
 from threadpoolctl import ThreadpoolController
 
 from . import _calibration, _core
+from ._calibration import block_phase
 from ._gaps import (
     SUBSTANTIAL_FRACTION,
     ZERO_LOAD_AFTER_MINUTES,
@@ -96,6 +97,11 @@ class FittedModel:
     blend: FloatArray = field(repr=False, default_factory=lambda: np.ones((1, 1)))  # (G, 1+L)
     #: Zero runs this long or longer are load, not gaps (0: no limit).
     zero_load_steps: int = field(repr=False, default=0)
+    #: Data published in blocks of ``block_steps`` (1: none): one error table per position
+    #: of the origin in its block, (block_steps, G, nq); see forecasting._calibration.
+    block_steps: int = field(repr=False, default=1)
+    block_offset: int = field(repr=False, default=0)
+    phase_tables: FloatArray = field(repr=False, default_factory=lambda: np.zeros((0, 0, 0)))
 
     def _origin_index(self, origin: dt.datetime | int) -> int:
         if isinstance(origin, dt.datetime):
@@ -197,9 +203,11 @@ class FittedModel:
         level = np.maximum(yhat if self.scale_by_forecast else fut, self.level_floor)
         out_scale = mult[n_rec:] * self.scale
         qs = np.empty((nq, horizon))
+        table = (self.error_table if self.block_steps <= 1 else
+                 self.phase_tables[block_phase(k, self.block_steps, self.block_offset)])
         for j, q in enumerate(self.quantile_levels):
             col = self.table_levels.index(q)
-            e = np.interp(h, grid, self.error_table[:, col])
+            e = np.interp(h, grid, table[:, col])
             qs[j] = np.maximum(yhat + e * level, 0.0)
         qs = np.sort(qs, axis=0) * out_scale
         return Forecast(
@@ -426,6 +434,7 @@ def _fit_group(
             },
             "timezone": timezone,
         }
+        w = 1 if cal.block is None else int(cal.block[i])
         out.append(
             FittedModel(
                 step_minutes=step_minutes,
@@ -457,6 +466,12 @@ def _fit_group(
                 lags=lags,
                 lag_half=half,
                 blend=cal.blend[i].copy(),
+                block_steps=w,
+                block_offset=int(cal.block_offset[i]) if w > 1 and cal.block_offset is not None
+                else 0,
+                phase_tables=(cal.phase_table[i, :w].copy()
+                              if w > 1 and cal.phase_table is not None
+                              else np.zeros((0, 0, 0))),
             )
         )
     return out

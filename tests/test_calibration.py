@@ -193,8 +193,6 @@ def test_block_published_data_is_covered_at_every_position(
     _assert_nominal(cov, f"every position ({block} x {step} min)")
 
 
-@pytest.mark.xfail(strict=True, reason="FittedModel.predict reads one pooled table; it must "
-                   "take Calibration.table_at's per-position table (forecasting/_model.py)")
 def test_forecast_quantiles_cover_on_block_boundaries() -> None:
     step, block = 1, 10
     n_hist = 14 * DAY
