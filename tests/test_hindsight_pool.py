@@ -115,7 +115,8 @@ def test_integral_demand_capped_optimum_equals_brute_force(seed: int) -> None:
                           lead_minutes=lead)
     # Whole units: every knapsack item weighs one unit-minute, so the result is exact.
     assert r.cost.total == pytest.approx(exact, abs=1e-6)
-    assert r.lower_bound <= exact + 1e-6
+    # A true bound, and a tight one: within the one knapsack item it relaxes.
+    assert exact - dp.pricing.elastic_unit_hour / 60 - 1e-6 <= r.lower_bound <= exact + 1e-6
     assert r.capped
     assert r.bound_feasible == (least <= dp.max_spill_fraction * d.sum() + 1e-9)
     assert r.min_spill_fraction * d.sum() == pytest.approx(least, abs=1e-9)
@@ -130,7 +131,7 @@ def test_fractional_demand_capped_optimum_matches_brute_force(seed: int) -> None
                           lead_minutes=lead)
     # Exact up to the one knapsack item that does not fit (as without a pool).
     assert exact - 1e-9 <= r.cost.total <= exact + dp.pricing.elastic_unit_hour / 60 + 1e-9
-    assert r.lower_bound <= exact + 1e-6
+    assert exact - dp.pricing.elastic_unit_hour / 60 - 1e-6 <= r.lower_bound <= exact + 1e-6
     budget = max(dp.max_spill_fraction * d.sum(), least)
     assert r.cost.spill_unit_minutes <= budget * (1 + 1e-9) + 1e-9
 
@@ -204,6 +205,7 @@ def test_units_are_held_through_a_shrink_rather_than_spilled() -> None:
     r = hindsight_optimum(inp, np.zeros(6), dp, grantable=g, terms=())
     assert r.elastic_units.tolist() == [2, 2, 2, 2, 2, 0]
     assert r.bound_feasible and r.cost.total == pytest.approx(10 * 1.0)
+    assert r.lower_bound == pytest.approx(10.0)  # every configuration bounded exactly
     assert not replay(r.elastic_units, g).refusals
     # The pool at the request is what counts: with a lead of 2 the units serving minute
     # 2 onwards could be asked for at minute 0.

@@ -112,6 +112,9 @@ class _Problem:
                                                                 strict=True)]
             if not (self.allow30 or self.allow7):
                 self.min_spill = float(np.sum(np.maximum(0.0, demand - reach)))
+        #: Per configuration solved under the pool: a lower bound on its cost (None when a
+        #: front was thinned, so no bound is known).
+        self.config_bound: dict[Config, float | None] = {}
         #: The budget solved for: the bound, or the least achievable spill when above it.
         self.feasible = self.min_spill <= self.budget * (1 + 1e-12)
         if not self.feasible:
@@ -280,6 +283,7 @@ class _Problem:
             single[s0:b] = False
             front = self.front(x, s0, b, k)
             if front.cost.size == 0:
+                self.config_bound[config] = None if front.thinned else math.inf
                 return math.inf, np.zeros(self.n, np.int64), np.zeros(self.n)
             fronts.append(front)
         # Free minutes: at most min(need, pool) units; dropping one below that spills.
@@ -289,6 +293,13 @@ class _Problem:
         merged = _merge(fronts)
         left = self.budget * (1 + 1e-12) - float(forced.sum()) - merged.spill
         ok = np.flatnonzero(left >= 0)
+        # A bound for these levels: the free minutes' knapsack relaxed to fractional
+        # drops (the greedy with its last item split) on each point of the exact fronts.
+        single_cost = self.re * float(e0.sum()) + float(np.sum(self.q * forced))
+        relaxed = min((float(merged.cost[i]) - greedy.lp_saving(float(left[i])) for i in ok),
+                      default=math.inf)
+        self.config_bound[config] = (None if merged.thinned else
+                                     self.committed_cost(config) + single_cost + relaxed)
         if ok.size == 0:
             return math.inf, np.zeros(self.n, np.int64), np.zeros(self.n)
         approx = merged.cost[ok] - np.array([greedy.saving(float(r)) for r in left[ok]])
@@ -325,6 +336,7 @@ class _Problem:
         cur = [(fc[e:e + 1], fs[e:e + 1]) for e in range(k + 1)]
         back: list[list[tuple[IntArray, IntArray]]] = []
         empty_i = np.zeros(0, dtype=np.int64)
+        thinned = False
         for t in range(s0 + 1, b):
             # Labels reachable from any state >= e, Pareto-filtered (suffix unions).
             suffix: list[tuple[FloatArray, FloatArray, IntArray, IntArray]] = []
@@ -335,7 +347,8 @@ class _Problem:
                 ps = np.concatenate([ps, s_e])
                 pst = np.concatenate([pst, np.full(c_e.size, e, dtype=np.int64)])
                 pix = np.concatenate([pix, np.arange(c_e.size, dtype=np.int64)])
-                keep = _pareto(pc, ps, cap)
+                keep, cut = _pareto(pc, ps, cap)
+                thinned = thinned or cut
                 pc, ps, pst, pix = pc[keep], ps[keep], pst[keep], pix[keep]
                 suffix.append((pc, ps, pst, pix))
             suffix.reverse()
@@ -356,22 +369,24 @@ class _Problem:
         s_all = np.concatenate([s for _, s in cur])
         st = np.concatenate([np.full(c.size, e, dtype=np.int64) for e, (c, _) in enumerate(cur)])
         ix = np.concatenate([np.arange(c.size, dtype=np.int64) for c, _ in cur])
-        keep = _pareto(c_all, s_all, cap)
-        return _Front(s0, b, c_all[keep], s_all[keep], st[keep], ix[keep], back)
+        keep, cut = _pareto(c_all, s_all, cap)
+        return _Front(s0, b, c_all[keep], s_all[keep], st[keep], ix[keep], back,
+                      thinned or cut)
 
 
-def _pareto(cost: FloatArray, spill: FloatArray, cap: int) -> IntArray:
+def _pareto(cost: FloatArray, spill: FloatArray, cap: int) -> tuple[IntArray, bool]:
     """Indices of the cost/spill Pareto front (by spill ascending), thinned to ``cap``
-    points (both ends kept) when longer."""
+    points (both ends kept) when longer; and whether it was thinned."""
     if cost.size == 0:
-        return np.zeros(0, dtype=np.int64)
+        return np.zeros(0, dtype=np.int64), False
     order = np.lexsort((cost, spill))
     c = cost[order]
     prev = np.concatenate([[math.inf], np.minimum.accumulate(c)[:-1]])
     keep = order[c < prev]
     if keep.size > cap:
         keep = keep[np.unique(np.round(np.linspace(0, keep.size - 1, cap)).astype(np.int64))]
-    return keep
+        return keep, True
+    return keep, False
 
 
 @dataclass
@@ -385,6 +400,8 @@ class _Front:
     state: IntArray
     index: IntArray
     back: list[list[tuple[IntArray, IntArray]]]
+    #: Whether a front on the way was thinned (then the front may miss the optimum).
+    thinned: bool
 
     def schedule(self, i: int) -> IntArray:
         out = np.zeros(self.end - self.start, dtype=np.int64)
@@ -402,21 +419,24 @@ class _Merged:
     cost: FloatArray
     spill: FloatArray
     choice: IntArray  # (points, fronts): the point of each front
+    thinned: bool
 
 
 def _merge(fronts: list[_Front], cap: int = 4096) -> _Merged:
     """Pareto front of the sum of the fronts (one point of each)."""
     cost, spill = np.zeros(1), np.zeros(1)
     choice = np.zeros((1, 0), dtype=np.int64)
+    thinned = any(f.thinned for f in fronts)
     for f in fronts:
         c = (cost[:, None] + f.cost[None, :]).ravel()
         s = (spill[:, None] + f.spill[None, :]).ravel()
         left = np.repeat(np.arange(cost.size), f.cost.size)
         right = np.tile(np.arange(f.cost.size), cost.size)
-        keep = _pareto(c, s, cap)
+        keep, cut = _pareto(c, s, cap)
+        thinned = thinned or cut
         cost, spill = c[keep], s[keep]
         choice = np.concatenate([choice[left[keep]], right[keep, None]], axis=1)
-    return _Merged(cost, spill, choice)
+    return _Merged(cost, spill, choice, thinned)
 
 
 class _Greedy:
@@ -453,6 +473,15 @@ class _Greedy:
         if k < self.weight.shape[0]:
             left = budget - (float(self.cum[k - 1]) if k > 0 else 0.0)
             saved += min(int(self.count[k]), int(left // self.weight[k])) * float(self.value[k])
+        return saved
+
+    def lp_saving(self, budget: float) -> float:
+        """The most any drops within ``budget`` can save, the last item taken in part."""
+        k = int(np.searchsorted(self.cum, budget, side="right"))
+        saved = float(self.cum_value[k - 1]) if k > 0 else 0.0
+        if k < self.weight.shape[0]:
+            left = budget - (float(self.cum[k - 1]) if k > 0 else 0.0)
+            saved += left / float(self.weight[k]) * float(self.value[k])
         return saved
 
     def take(self, budget: float) -> tuple[IntArray, float]:
@@ -549,8 +578,13 @@ def hindsight_optimum(
     if capped:
         # The pool's coupling and the missing terms make the configurations' costs far
         # from separable: search them all when few (a short window, a small peak).
-        for config in prob.all_configs(limit=64):
+        every = prob.all_configs(limit=64)
+        for config in every:
             consider(config)
+        found = [prob.config_bound.get(c) for c in every]
+        if every and prob.pool is not None and all(b is not None for b in found):
+            # Every configuration bounded: the least of them bounds the optimum.
+            best_bound = max(best_bound, min(b for b in found if b is not None))
     improved = True
     while improved and best is not None:
         improved = False
