@@ -505,14 +505,13 @@ def hour_blocks(day: IntArray, step_minutes: float) -> tuple[IntArray, int, IntA
 
 def block_means(v: FloatArray, inv: IntArray, nb: int, min_share: float = 0.5) -> FloatArray:
     """NaN-aware means of the rows of ``v`` over the blocks ``inv`` (NaN when less than
-    ``min_share`` of a block is observed): (m, nb)."""
-    m = v.shape[0]
+    ``min_share`` of a block is observed): (m, nb). ``inv`` is non-decreasing (blocks are
+    runs of consecutive steps) and takes every value in 0..nb-1."""
     ok = np.isfinite(v)
-    key = (np.arange(m)[:, None] * nb + inv[None, :]).ravel()
-    s = np.bincount(key, weights=np.where(ok, v, 0.0).ravel(), minlength=m * nb)
-    n = np.bincount(key, weights=ok.ravel().astype(np.float64), minlength=m * nb)
-    size = np.bincount(inv, minlength=nb).astype(np.float64)
-    s, n = s.reshape(m, nb), n.reshape(m, nb)
+    starts = np.concatenate(([0], np.flatnonzero(np.diff(inv)) + 1))
+    s = np.add.reduceat(np.where(ok, v, 0.0), starts, axis=1)
+    n = np.add.reduceat(ok.astype(np.float64), starts, axis=1)
+    size = np.diff(np.concatenate((starts, [inv.size]))).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n >= min_share * np.maximum(size, 1.0)[None, :], s / n, np.nan)
 
@@ -557,6 +556,11 @@ def level_change(
     pre_mean = cs[j] / j
     post_mean = (cs[n] - cs[j]) / (n - j)
     diff = post_mean - pre_mean
+    # Splits whose means are not even half the minimum change apart cannot pass.
+    near = np.abs(diff) >= 0.5 * min_log
+    if not near.any():
+        return None
+    j, pre_mean, post_mean, diff = j[near], pre_mean[near], post_mean[near], diff[near]
     mid = 0.5 * (pre_mean + post_mean)
     sign = np.sign(diff)
     post = np.arange(n)[None, :] >= j[:, None]
@@ -589,9 +593,7 @@ def hour_of_day_median(h: FloatArray, hours: IntArray, days: IntArray) -> FloatA
     m = h.shape[0]
     grid = np.full((m, int(days.max() - days.min()) + 1 if days.size else 0, 24), np.nan)
     grid[:, days - (days.min() if days.size else 0), hours] = h
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.asarray(np.nanmedian(grid, axis=1), dtype=np.float64)
+    return np.asarray(nanquantile(grid, [0.5], axis=1)[0], dtype=np.float64)
 
 
 def outlier_days(
@@ -604,7 +606,7 @@ def outlier_days(
 def outlier_blocks(
     h: FloatArray, hours: IntArray, days: IntArray, floor: float, cfg: Config
 ) -> np.ndarray[Any, np.dtype[np.bool_]]:
-    """Local days (of ``days``) whose level stands out from the usual one, for one series of
+    """The hours of local days whose level stands out from the usual one, for one series of
     hourly means ``h`` (blocks with local hour ``hours`` and day ``days``).
 
     A day's level is the median over its hours of log(h / median of that hour over all
@@ -623,12 +625,12 @@ def outlier_blocks(
     if ok.sum() < 48:
         return none
     zb = log_ratio(h, hour_of_day_median(h[None, :], hours, days)[0, hours], floor)
-    uniq = np.unique(days)
-    level = np.full(uniq.size, np.nan)
-    for k, d in enumerate(uniq.tolist()):
-        v = zb[(days == d) & np.isfinite(zb)]
-        if v.size >= 20:
-            level[k] = float(np.median(v))
+    d0 = int(days.min())
+    uniq = np.arange(d0, int(days.max()) + 1, dtype=np.int64)
+    grid = np.full((uniq.size, 24), np.nan)
+    grid[days - d0, hours] = zb
+    level = nanquantile(grid, [0.5], axis=1)[0]
+    level = np.where(np.isfinite(grid).sum(axis=1) >= 20, level, np.nan)
     seen = np.isfinite(level)
     if seen.sum() < 4:
         return none
