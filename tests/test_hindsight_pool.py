@@ -285,3 +285,24 @@ def test_backtest_summary_says_the_hindsight_is_capped(tmp_path: Path) -> None:
     assert hs["capped"] is True and hs["bound_feasible"] is True
     assert hs["lower_bound"] <= hs["total"]
     assert hs["spill_fraction"] <= dp.max_spill_fraction + 1e-9
+
+
+def test_the_constant_level_yardstick_holds_its_level_on_the_terms_sold() -> None:
+    from scheduler.planning.backtest import _hindsight_level
+
+    dp = dep(1.0, 0.0)
+    minute = np.arange(2 * 1440) % 1440
+    inp = np.where((minute >= 480) & (minute < 1080), 3000, 1000).astype(np.float64)
+    out = np.zeros(inp.size)
+    dem = demand_units(inp, out, dp)
+    w0 = np.datetime64("2026-03-09T00:00", "m")
+    assert _hindsight_level(w0, inp, out, dem, dp)["units"] == 3
+    week = _hindsight_level(w0, inp, out, dem, dp, (7,))
+    assert week["held_as"] == "7-day" and week["units"] == 3
+    assert week["cost"] == pytest.approx(3 * R7 * inp.size)
+    # No term sold, a pool of 2 units: 2 elastic units held all along, the peak's third
+    # unit spills (no level meets the bound).
+    g = np.full(inp.size, 2, dtype=np.int64)
+    held = _hindsight_level(w0, inp, out, dem, dp, (), g)
+    assert held["held_as"] == "elastic" and held["units"] == 2
+    assert held["spill_fraction"] == pytest.approx(1200 / float(dem.sum()))

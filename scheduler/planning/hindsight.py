@@ -123,6 +123,9 @@ class _Problem:
         self.floor = np.floor(demand)
         self.frac = demand - self.floor
         self.bounds = [(a, min(a + week_minutes, self.n)) for a in range(0, self.n, week_minutes)]
+        self.week_minutes = week_minutes
+        #: A stretch's front depends only on the levels of the weeks it overlaps.
+        self.fronts: dict[tuple[int, int, tuple[int, ...]], _Front] = {}
         levels = np.arange(self.top + 1, dtype=np.float64)
         self.levels = levels
         self.order: list[IntArray] = []
@@ -281,7 +284,13 @@ class _Problem:
             if k <= float(self.pool[s0 + 1:b].min()):
                 continue  # nothing to hold above the pool: these minutes stand alone
             single[s0:b] = False
-            front = self.front(x, s0, b, k)
+            c, tops = config
+            key = (s0, b, tuple(c + w for w in tops[s0 // self.week_minutes:
+                                                     (b - 1) // self.week_minutes + 1]))
+            front = self.fronts.get(key) or self.front(x, s0, b, k)
+            if len(self.fronts) >= 24:
+                self.fronts.clear()  # bounded memory: the local search revisits few
+            self.fronts[key] = front
             if front.cost.size == 0:
                 self.config_bound[config] = None if front.thinned else math.inf
                 return math.inf, np.zeros(self.n, np.int64), np.zeros(self.n)
@@ -339,7 +348,11 @@ class _Problem:
         thinned = False
         for t in range(s0 + 1, b):
             # Labels reachable from any state >= e, Pareto-filtered (suffix unions).
-            suffix: list[tuple[FloatArray, FloatArray, IntArray, IntArray]] = []
+            # Only the states above the pool at t need their own union; the rest all
+            # draw on the union of every state.
+            g = float(self.pool[t])
+            low = int(min(k, max(g, -1.0)))
+            suffix: dict[int, tuple[FloatArray, FloatArray, IntArray, IntArray]] = {}
             pc, ps, pst, pix = np.zeros(0), np.zeros(0), empty_i, empty_i
             for e in range(k, -1, -1):
                 c_e, s_e = cur[e]
@@ -347,13 +360,12 @@ class _Problem:
                 ps = np.concatenate([ps, s_e])
                 pst = np.concatenate([pst, np.full(c_e.size, e, dtype=np.int64)])
                 pix = np.concatenate([pix, np.arange(c_e.size, dtype=np.int64)])
-                keep, cut = _pareto(pc, ps, cap)
-                thinned = thinned or cut
-                pc, ps, pst, pix = pc[keep], ps[keep], pst[keep], pix[keep]
-                suffix.append((pc, ps, pst, pix))
-            suffix.reverse()
+                if e > low or e == 0:
+                    keep, cut = _pareto(pc, ps, cap)
+                    thinned = thinned or cut
+                    pc, ps, pst, pix = pc[keep], ps[keep], pst[keep], pix[keep]
+                    suffix[e] = (pc, ps, pst, pix)
             fc, fs = minute(t)
-            g = float(self.pool[t])
             nxt: list[tuple[FloatArray, FloatArray]] = []
             bp: list[tuple[IntArray, IntArray]] = []
             for e in range(k + 1):
