@@ -71,7 +71,9 @@ class HindsightResult:
     elastic_units: IntArray
     spill_units: FloatArray
     cost: CostBreakdown
-    #: Lagrangian dual bound: no schedule of this form can cost less.
+    #: No schedule of this form can cost less: the Lagrangian dual bound (under a pool,
+    #: when every configuration was solved unthinned, the least of their relaxed costs
+    #: if higher).
     lower_bound: float
     #: False when no schedule of this form meets ``max_spill_fraction`` under the pool
     #: and terms given: the result then has the least achievable spill.
