@@ -306,3 +306,21 @@ def test_the_constant_level_yardstick_holds_its_level_on_the_terms_sold() -> Non
     held = _hindsight_level(w0, inp, out, dem, dp, (), g)
     assert held["held_as"] == "elastic" and held["units"] == 2
     assert held["spill_fraction"] == pytest.approx(1200 / float(dem.sum()))
+
+
+def test_a_long_stretch_whose_front_is_thinned_keeps_a_true_bound() -> None:
+    # Units must be held from minute 9 through 390 minutes of an outage; the spill budget
+    # leaves hundreds of Pareto points to the stretch, more than are kept.
+    rng = np.random.default_rng(7)
+    n = 400
+    dp = dep(1.0, 0.45)
+    inp = np.where(np.arange(n) >= 10, 1000 * rng.integers(1, 3, n), 0)
+    g = np.where(np.arange(n) >= 10, 0, UNLIMITED)
+    r = hindsight_optimum(inp, np.zeros(n), dp, grantable=g, terms=())
+    d = demand_units(inp, np.zeros(n), dp)
+    budget = 0.45 * d.sum()
+    exact = pareto_exact(d, spill_unit_price(inp, np.zeros(n), dp), 1.0,
+                         effective_pool(g, 0), budget * (1 + 1e-9))
+    assert r.lower_bound <= exact + 1e-6 <= r.cost.total + 2e-6
+    assert r.cost.spill_unit_minutes <= budget + 1e-9
+    assert not replay(r.elastic_units, g).refusals

@@ -398,9 +398,28 @@ def _pareto(cost: FloatArray, spill: FloatArray, cap: int) -> tuple[IntArray, bo
     prev = np.concatenate([[math.inf], np.minimum.accumulate(c)[:-1]])
     keep = order[c < prev]
     if keep.size > cap:
-        keep = keep[np.unique(np.round(np.linspace(0, keep.size - 1, cap)).astype(np.int64))]
+        # Keep the lower convex hull (every point a spill price could pick) and spread
+        # the rest of the room evenly along the front.
+        hull = _lower_hull(spill[keep], cost[keep])
+        if hull.size > cap:
+            hull = hull[np.round(np.linspace(0, hull.size - 1, cap)).astype(np.int64)]
+        even = np.round(np.linspace(0, keep.size - 1, max(2, cap - hull.size)))
+        keep = keep[np.union1d(hull, even.astype(np.int64))]
         return keep, True
     return keep, False
+
+
+def _lower_hull(x: FloatArray, y: FloatArray, n_slopes: int = 64) -> IntArray:
+    """Vertices of the lower convex hull of a front sorted by ``x`` (``y`` falling): the
+    minimisers of ``y + lam * x`` for spill prices ``lam`` spread over the front's own
+    slopes (all of them when there are at most ``n_slopes``)."""
+    if x.shape[0] <= 2:
+        return np.arange(x.shape[0], dtype=np.int64)
+    slopes = np.unique(-np.diff(y) / np.maximum(np.diff(x), 1e-300))
+    if slopes.size > n_slopes:
+        slopes = np.quantile(slopes, np.linspace(0.0, 1.0, n_slopes))
+    pick = np.argmin(y[None, :] + slopes[:, None] * x[None, :], axis=1)
+    return np.unique(np.concatenate([[0, x.shape[0] - 1], pick])).astype(np.int64)
 
 
 @dataclass
