@@ -408,6 +408,13 @@ def _cover_summary(p: Any, k: int, origin: dt.datetime, bound: float) -> dict[st
     return {"at_utc": _fmt_minute(origin, k), "kind": c.kind, "level": c.level,
             "headroom": c.headroom, "replayed_spill_fraction": round(c.spill_fraction, 6),
             "bound_cost_per_day": round(c.bound_cost_per_minute * 1440, 2),
+            # The same on resampled replays (low, high percentile); null when unknown.
+            "bound_cost_range_per_day": (
+                [round(c.bound_cost_low_per_minute * 1440, 2),
+                 round(c.bound_cost_high_per_minute * 1440, 2)]
+                if math.isfinite(c.bound_cost_low_per_minute)
+                and math.isfinite(c.bound_cost_high_per_minute) else None),
+            "bound_uncertain": c.bound_uncertain,
             "bound_replayed_spill_fraction": round(c.bound_spill_fraction, 6),
             "ceiling_per_day": round(c.ceiling_per_minute * 1440, 2),
             "ceiling_spill_fraction": round(c.ceiling_spill_fraction, 6),
