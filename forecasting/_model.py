@@ -159,8 +159,14 @@ class FittedModel:
             nan = np.full(horizon, np.nan)
             return Forecast(nan, self.quantile_levels, np.full((nq, horizon), np.nan), fc_start,
                             self.step_minutes, self.model, self.parameters, self.accuracy)
-        idx = np.arange(k - n_rec, k + horizon, dtype=np.int64)
-        local = self.timeline.local(idx)
+        # Local time over the whole lookback and horizon in one pass (the level check below
+        # reads the lookback's profile; the local-time mapping is the costly part).
+        full = np.arange(k - lookback, k + horizon, dtype=np.int64)
+        local_full = self.timeline.local(full)
+        cut = lookback - n_rec
+        idx = full[cut:]
+        local = LocalSteps(phase=local_full.phase[cut:],
+                           multiplier=local_full.multiplier[cut:], day=local_full.day[cut:])
         x = basis_table(self.daily_harmonics, self.weekly_harmonics)[local.phase, : self.coef.size]
         tdays = idx * (self.step_minutes / MINUTES_PER_DAY)
         base = x @ self.coef + self.slope_per_day * (tdays - self.t_ref_days)
@@ -181,6 +187,19 @@ class FittedModel:
         rr = y - base[:n_rec]
         fin = np.isfinite(rr)
         r[lookback - n_rec :][fin] = rr[fin]
+        # A lasting level change since the fit (the refit waits 30 h before it believes one):
+        # read from the residuals over the lookback, it rescales the profile from the step
+        # the change began, so the forecast follows a step within hours, not at the refit.
+        look = full[:lookback]
+        x_look = basis_table(self.daily_harmonics, self.weekly_harmonics)[
+            local_full.phase[:lookback], : self.coef.size]
+        base_look = x_look @ self.coef + self.slope_per_day * (
+            look * (self.step_minutes / MINUTES_PER_DAY) - self.t_ref_days)
+        factor, first = _core.recent_level(r + base_look, base_look, self.step_minutes)
+        if factor != 1.0:
+            r = np.where(np.arange(lookback) < first, factor * r,
+                         r + base_look * (1.0 - factor))
+            base = base * factor
         feats = np.zeros(self.windows.size)
         for j, w in enumerate(self.windows.tolist()):
             tail = r[max(0, lookback - w) :]

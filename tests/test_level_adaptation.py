@@ -86,9 +86,6 @@ def test_after_a_lasting_change_the_forecast_follows_the_new_level(
     assert np.all(np.abs(ratio - 1.0) <= 0.5), np.round(ratio, 2)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "#9: FittedModel.predict (forecasting/_model.py) does not call _core.recent_level yet: "
-    "between refits the forecast stays at the old level"))
 @pytest.mark.parametrize(("factor", "hour", "timezone"), [
     (0.5, 0, "UTC"), (0.25, 10, "UTC"), (2.0, 0, "UTC"), (3.0, 12, "Europe/Berlin"),
 ])

@@ -191,12 +191,7 @@ def test_level_shift_held_capacity_stays_within_the_evidence(runs: Any, name: st
     assert_within_evidence(runs(name), SCENARIOS[name])
 
 
-@pytest.mark.parametrize("name", [
-    "level-up-2x",
-    pytest.param("level-down-0.5x", marks=pytest.mark.xfail(strict=True, reason=(
-        "#9: after a step down the old daily shape is replayed: up to 8 units held for a "
-        "3-unit peak, dearer than dedicated at the new peak"))),
-])
+@pytest.mark.parametrize("name", LEVEL)
 def test_level_shift_meets_the_bound_at_a_sane_cost(runs: Any, name: str) -> None:
     """Over the 24 h around the shift: the bound met, no dearer than dedicated or the
     reactive baseline. (The issue's 1.6x hindsight bound is for the full window: in 24 h
