@@ -6,6 +6,9 @@
   whole days).
 * What meeting the bound costs is said at the first plan, with the range the resampled
   replays give, when the replay cannot pin it to within 25 %.
+* The level held comes down as days that needed less accumulate: it is chosen on the
+  replay's days weighted to the latest, without the heaviest day when a few bursts set
+  the bound's level (the bound's cost is still estimated on the pooled replay).
 
 Short windows (2 days of history, 3 billed), seeds 4 and 5 of the 7-day bursty trace
 (bench.scenarios.suite.bursty, = ../shared/cases/bursty/gen_bursty.py's draws).
@@ -30,8 +33,11 @@ from scheduler.config import Deployment, Pricing, load_config
 from scheduler.ingest.files import read_usage_file
 from scheduler.planning.backtest import run_backtest
 from scheduler.planning.headroom import (
+    LEVEL_HALF_LIFE_DAYS,
     choose_cover,
+    constant_level_spill,
     headroom_curves,
+    held_level_spill,
     resampled_level_spill,
 )
 from scheduler.planning.planner import (
@@ -129,6 +135,70 @@ def test_the_cover_states_an_uncertain_bound_on_heavy_tails_only() -> None:
     assert "the bound may be missed" not in c.describe(0.01)
 
 
+def weighted_level(days: list[npt.NDArray[np.float64]], weights: list[float],
+                   fraction: float) -> int:
+    """Brute force: the smallest c with sum_i w_i spill_i(c) <= fraction sum_i w_i D_i."""
+    top = math.ceil(max(float(np.nanmax(d)) for d in days)) + 1
+    total = sum(w * float(np.nansum(d)) for d, w in zip(days, weights, strict=True))
+    for c in range(top + 1):
+        spill = sum(w * float(np.nansum(np.maximum(d - c, 0.0)))
+                    for d, w in zip(days, weights, strict=True))
+        if spill <= fraction * total + 1e-9:
+            return c
+    raise AssertionError("unreachable")
+
+
+def test_held_level_weighs_recent_days_and_can_leave_the_heaviest_out() -> None:
+    # Two and a half days (the older half day is a day of its own) with a few minutes
+    # missing; the middle whole day made heavy.
+    d = bursty(3, 7).units[: 5 * DAY // 2].copy()
+    d[DAY // 2 + 100: DAY // 2 + 400] *= 5.0
+    d[50:60] = np.nan
+    curve = headroom_curves(d, lead=5, hold=60)[0]
+    assert curve is not None and len(curve.day_demand) == 3
+    days = [d[: DAY // 2], d[DAY // 2: 3 * DAY // 2], d[3 * DAY // 2:]]
+    w = [2.0 ** (-age / LEVEL_HALF_LIFE_DAYS) for age in (2, 1, 0)]
+    own = [day_level(x, AIM) for x in days]
+    heaviest = int(np.argmax(own))
+    assert heaviest == 1
+    for leave_out in (False, True):
+        spill = held_level_spill(curve, AIM, leave_out_heaviest=leave_out)
+        got = int(np.flatnonzero(spill <= AIM + 1e-12)[0])
+        ww = [0.0 if leave_out and i == heaviest else x for i, x in enumerate(w)]
+        assert got == weighted_level(days, ww, AIM)
+    # Without the per-day data (an older curve): the pooled replay.
+    pooled = constant_level_spill(d, len(curve.level_spill))
+    assert np.allclose(held_level_spill(curve.__class__(curve.headrooms,
+                                                        curve.spill_fractions,
+                                                        level_spill=curve.level_spill),
+                                        AIM), pooled)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_after_a_heavy_day_the_level_held_is_what_the_other_days_needed(seed: int) -> None:
+    # A first day four times heavier, then three ordinary days: the bound's cost (pooled)
+    # is set by the heavy day; the level held lies within what the other days needed.
+    d = bursty(4, seed).units.copy()
+    d[:DAY] *= 4.0
+    curve = headroom_curves(d, lead=5, hold=60)[0]
+    assert curve is not None
+    cover = choose_cover(curve, deployment(), AIM, 0.0025)
+    assert cover is not None and cover.kind == "level" and cover.bound_uncertain
+    assert cover.left_out_heaviest
+    others = [day_level(d[i * DAY:(i + 1) * DAY], AIM) for i in (1, 2, 3)]
+    assert min(others) <= cover.level <= max(others)
+    assert cover.bound_level > 2 * cover.level
+    # A lasting rise (the last two days three times heavier) raises it within the days.
+    r = bursty(4, seed).units.copy()
+    r[2 * DAY:] *= 3.0
+    rise = headroom_curves(r, lead=5, hold=60)[0]
+    assert rise is not None
+    up = choose_cover(rise, deployment(), AIM, 0.0025)
+    assert up is not None and up.kind == "level"
+    before = weighted_level([r[:DAY], r[DAY:2 * DAY]], [1.0, 1.0], AIM)
+    assert up.level >= 1.5 * before
+
+
 def _commit_plan(recent: npt.NDArray[np.float64], dep: Deployment) -> Any:
     curve = headroom_curves(recent, lead=5, hold=60)[0]
     assert curve is not None
@@ -153,7 +223,10 @@ def test_a_heavy_day_does_not_commit_the_pooled_level() -> None:
     p = _commit_plan(recent, dep)
     per_day = [day_level(recent[i * DAY:(i + 1) * DAY], AIM) for i in range(3)]
     assert p.cover is not None and p.cover.kind == "level"
-    assert p.cover.level > 2 * min(per_day)
+    # The pooled replay (what the bound costs) is set by the heavy day; the level held is
+    # chosen without it.
+    assert p.cover.bound_level > 2 * min(per_day)
+    assert p.cover.left_out_heaviest and p.cover.level < p.cover.bound_level
     bought = sum(c.units for c in p.new_commitments)
     assert 0 < bought <= min(per_day)
     assert all(c.units <= min(per_day) for c in p.new_commitments)
@@ -267,19 +340,23 @@ def test_the_cost_of_the_bound_is_said_at_the_first_plan(runs: Any, seed: int) -
     assert cover["bound_cost_per_day"] == pytest.approx(level * r30 * DAY, rel=1e-3)
 
 
-def test_seed_4_costs_at_most_dedicated_and_1_5x_the_constant_level(runs: Any) -> None:
-    summary, _, _ = runs(4)
+@pytest.mark.parametrize("seed", [4, 12, 38])
+def test_costs_at_most_dedicated_and_1_5x_the_constant_level(runs: Any, seed: int) -> None:
+    # Seeds 12 and 38: one history day needs 62 and 116 units, the other 18 and 29; the
+    # three billed days 20 and 21 in hindsight. Holding the pooled two days' level cost
+    # 2.95x and 5.10x that level; the heavy day left out, within 1.5x.
+    summary, _, _ = runs(seed)
     cost = summary["cost"]["total"]
     assert cost <= summary["baselines"]["dedicated_at_peak"]["cost"]
     assert cost <= 1.5 * summary["bound"]["hindsight_constant_level"]["cost"]
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "#9, evidence-bound: seed 5's two days of history need 60 units (0.9 %), the three "
-    "billed days 16, 32 and 20 (25 together, in hindsight). Holding the history's level on "
-    "the first day (elastic: no 30-day term on two days), then exactly what each later day "
-    "needed at the 30-day rate, costs 1.84x the hindsight level: no policy that meets the "
-    "bound on the evidence it has gets within 1.5x here"))
+    "#9, evidence-bound: seed 5's two days of history need 66 and 55 units (0.9 %), the "
+    "three billed days 25 together in hindsight (1 %). Holding on the first day what the "
+    "lighter history day needed (elastic: no 30-day term on two days) already costs 1.05x "
+    "the hindsight level; then exactly what each later day needed at the 30-day rate, "
+    "1.75x (2.06x as elastic). Measured 2.29x (2.99x holding the pooled level)"))
 def test_seed_5_costs_at_most_dedicated_and_1_5x_the_constant_level(runs: Any) -> None:
     summary, _, _ = runs(5)
     cost = summary["cost"]["total"]

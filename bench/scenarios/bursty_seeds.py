@@ -182,6 +182,21 @@ def main(argv: list[str] | None = None) -> int:
             r["summary"]["_bought"] = _bought(r["summary"])
             rows.append(row(r, args.estimates))
             print(_fmt(rows[-1]), flush=True)
+    if not args.estimates and len(rows) > 1:
+        # The targets per seed: cost within dedicated at peak and within 1.5x the
+        # hindsight constant level; the bound met, or its alert raised on the first day.
+        ded = sum(r["x ded"] <= 1.0 for r in rows)
+        lvl = sum(r["x level"] <= 1.5 for r in rows)
+        both = [r["seed"] for r in rows if r["x ded"] > 1.0 or r["x level"] > 1.5]
+        met = sum(bool(r["SL"]) for r in rows)
+        alerted = sum(r["alert min"] is not None and r["alert min"] < 1440 for r in rows)
+        covered = sum(bool(r["SL"]) or (r["alert min"] is not None and r["alert min"] < 1440)
+                      for r in rows)
+        x = np.array([r["x level"] for r in rows])
+        print(f"{len(rows)} seeds: within 1.0x dedicated {ded}, within 1.5x level {lvl} "
+              f"(x level median {np.median(x):.2f}, max {x.max():.2f}; outside: "
+              f"{both or 'none'}); bound met {met}, alert on the first day {alerted}, "
+              f"met or alerted {covered}")
     if args.estimates or len(rows) > 1:
         errs = np.array([abs(r["err"]) for r in rows if r["err"] is not None])
         within = [r for r in rows if r["est range"] is not None

@@ -136,6 +136,13 @@ class HeadroomCurve:
     #: bursts, so one replay cannot pin it down; this says how far it may move.
     level_spill_low: tuple[float, ...] = ()
     level_spill_high: tuple[float, ...] = ()
+    #: The window's whole days, counted back from its end (oldest first; an older part
+    #: day left over is one more entry): each day's spill above a constant ``c`` units in
+    #: unit-minutes, c = 0 .. len(level_spill) - 1, and its demand in unit-minutes. The
+    #: level a cover holds is chosen on them (:func:`held_level_spill`); empty: on
+    #: ``level_spill``.
+    day_spill: tuple[tuple[float, ...], ...] = ()
+    day_demand: tuple[float, ...] = ()
 
     def headroom_for(self, target_fraction: float) -> float | None:
         """Smallest headroom from which every larger one replayed within the target;
@@ -180,6 +187,14 @@ def constant_level_spill(demand: npt.ArrayLike, levels: int) -> FloatArray:
     first_above = np.searchsorted(d, c, side="right")
     spill = above_sum[first_above] - c * (d.size - first_above)
     return np.asarray(np.maximum(spill, 0.0) / total, np.float64)
+
+
+#: Half-life, in days, of a whole day's weight in the replay that chooses the constant
+#: level a cover holds (:func:`held_level_spill`). A week's replay pooled with equal
+#: weights keeps a heavy day's bursts at full weight for seven days, so after a heavy start
+#: the level held comes down only as that day leaves the window; halving a day's weight
+#: with each day after it lets the days that needed less outweigh it within days.
+LEVEL_HALF_LIFE_DAYS = 1.0
 
 
 #: Block bootstrap of the replay: blocks of an hour (bursts and the daily cycle stay
@@ -246,6 +261,54 @@ def _block_level_spill(blocks: FloatArray, levels: int) -> FloatArray:
     return np.asarray(above_sum - np.arange(levels) * above_n, np.float64)
 
 
+def _day_level_spill(demand: FloatArray, levels: int) -> tuple[FloatArray, FloatArray]:
+    """Per whole day of ``demand`` counted back from its end (oldest first, an older part
+    day left over first of all): spill above c = 0 .. levels - 1 (unit-minutes) and
+    demand (unit-minutes). Missing minutes (NaN) count as neither."""
+    d = np.where(np.isfinite(demand), demand, 0.0)
+    rest = d.size % 1440
+    parts = [d[rest:].reshape(-1, 1440)]
+    if rest:
+        parts.insert(0, d[None, :rest])
+    spill = np.vstack([_block_level_spill(p, max(levels, 1)) for p in parts if p.size])
+    demand_sum = np.concatenate([p.sum(axis=1) for p in parts if p.size])
+    return spill, demand_sum
+
+
+def held_level_spill(curve: HeadroomCurve, aim: float, *,
+                     leave_out_heaviest: bool = False,
+                     half_life_days: float = LEVEL_HALF_LIFE_DAYS) -> FloatArray:
+    """Spill fraction per constant level on the replay the held level is chosen on.
+
+    The window's days pooled with weights halved every ``half_life_days`` back from the
+    most recent one, so days that needed less bring the level down within days of a heavy
+    start (a week pooled with equal weights keeps one heavy day's bursts at full weight
+    for seven days). With ``leave_out_heaviest`` (two days at least) the day that needed
+    the highest level on its own to keep its spill within ``aim`` is left out: one day's
+    bursts do not set the level held on the days after it. Without per-day data:
+    ``curve.level_spill``.
+    """
+    pooled = np.asarray(curve.level_spill, dtype=np.float64)
+    if not curve.day_spill or not curve.day_demand:
+        return pooled
+    spill = np.asarray(curve.day_spill, dtype=np.float64)
+    dem = np.asarray(curve.day_demand, dtype=np.float64)
+    n = dem.size
+    if spill.shape != (n, pooled.size):
+        return pooled
+    age = np.arange(n - 1, -1, -1, dtype=np.float64)
+    w = np.exp2(-age / half_life_days) if half_life_days > 0 else np.ones(n)
+    if leave_out_heaviest and int((dem > 0).sum()) >= 2:
+        meets = spill <= aim * dem[:, None] + 1e-9
+        own = np.where(meets.any(axis=1), np.argmax(meets, axis=1), pooled.size)
+        w = w.copy()
+        w[int(np.argmax(np.where(dem > 0, own, -1)))] = 0.0
+    total = float(w @ dem)
+    if total <= 0:
+        return pooled
+    return np.asarray(np.maximum(w @ spill, 0.0) / total, np.float64)
+
+
 def headroom_curves(
     demand: npt.ArrayLike, *, lead: int, hold: int, grid: tuple[float, ...] = DEFAULT_GRID,
     min_observed_minutes: int = 1440,
@@ -263,13 +326,16 @@ def headroom_curves(
         peak = float(row.max(initial=0.0))
         levels = min(MAX_LEVELS, math.ceil(peak - 1e-9) + 1)
         lo, hi = resampled_level_spill(row, levels)
+        day_spill, day_demand = _day_level_spill(d[i], levels)
         out.append(HeadroomCurve(
             tuple(grid), tuple(float(x) for x in frac[i]),
             capacity=tuple(float(x) for x in held[i]),
             level_spill=tuple(float(x) for x in constant_level_spill(row, levels)),
             mean_demand=float(row.mean()), peak=peak, observed_minutes=int(observed[i]),
             level_spill_low=tuple(float(x) for x in lo),
-            level_spill_high=tuple(float(x) for x in hi)))
+            level_spill_high=tuple(float(x) for x in hi),
+            day_spill=tuple(tuple(float(x) for x in day) for day in day_spill),
+            day_demand=tuple(float(x) for x in day_demand)))
     return out
 
 
@@ -307,16 +373,16 @@ class Cover:
     #: when the bound's cover is a constant level; NaN when not known.
     bound_cost_low_per_minute: float = math.nan
     bound_cost_high_per_minute: float = math.nan
+    #: A constant level held was chosen on the replay without its heaviest day
+    #: (:func:`held_level_spill`: a few bursts set the bound's level).
+    left_out_heaviest: bool = False
 
     @property
     def bound_uncertain(self) -> bool:
         """The replay cannot pin what meeting the bound costs to within
         :data:`ESTIMATE_TOLERANCE` (heavy-tailed traffic: a few bursts set the level)."""
-        lo, hi, mid = (self.bound_cost_low_per_minute, self.bound_cost_high_per_minute,
-                       self.bound_cost_per_minute)
-        if not (math.isfinite(lo) and math.isfinite(hi)) or mid <= 0:
-            return False
-        return hi > mid * (1 + ESTIMATE_TOLERANCE) or lo < mid * (1 - ESTIMATE_TOLERANCE)
+        return _uncertain(self.bound_cost_low_per_minute, self.bound_cost_high_per_minute,
+                          self.bound_cost_per_minute)
 
     @property
     def bound_within_ceiling(self) -> bool:
@@ -356,6 +422,13 @@ class Cover:
         if self.payg_cheapest:
             text += "; pay-as-you-go alone is cheaper than any reservation"
         return text
+
+
+def _uncertain(lo: float, hi: float, mid: float) -> bool:
+    """A range [lo, hi] around ``mid`` wider than :data:`ESTIMATE_TOLERANCE` either side."""
+    if not (math.isfinite(lo) and math.isfinite(hi)) or mid <= 0:
+        return False
+    return hi > mid * (1 + ESTIMATE_TOLERANCE) or lo < mid * (1 - ESTIMATE_TOLERANCE)
 
 
 def choose_cover(
@@ -398,7 +471,8 @@ def choose_cover(
                else math.ceil(curve.peak - 1e-9) * p.dedicated_per_unit_month / 43_200.0)
     tol = 1e-12
 
-    def cheapest(target: float) -> tuple[str, int, float]:
+    def cheapest(target: float, c_spill: FloatArray = c_spill,
+                 c_cost: FloatArray = c_cost) -> tuple[str, int, float]:
         """(kind, index, cost) of the cheapest cover meeting ``target``."""
         lv = np.flatnonzero(c_spill <= target + tol)
         best_c = int(lv[np.argmin(c_cost[lv])]) if lv.size else c_spill.size - 1
@@ -416,16 +490,6 @@ def choose_cover(
     affordable_spill = np.concatenate([h_spill[h_cost <= ceiling + 1e-9],
                                        c_spill[c_cost <= ceiling + 1e-9]])
     ceiling_spill = float(affordable_spill.min()) if affordable_spill.size else 1.0
-    kind, i, cost = cheapest(aim)
-    meets = True
-    if cost > ceiling + 1e-9:
-        # Not met at a sane price: hold the cheapest cover of all.
-        meets = False
-        ih, ic = int(np.argmin(h_cost)), int(np.argmin(c_cost))
-        kind, i, cost = (("headroom", ih, float(h_cost[ih])) if h_cost[ih] < c_cost[ic]
-                         else ("level", ic, float(c_cost[ic])))
-    if kind == "level" and i == 0:
-        kind = "payg"
     lo_cost = hi_cost = math.nan
     bound = deployment.max_spill_fraction
     if b_kind == "level" and curve.level_spill_low and curve.level_spill_high:
@@ -440,16 +504,33 @@ def choose_cover(
         mid = b_cost if b_kind == "level" else float(c_cost[b_i])
         lo_cost = max(mid - math.sqrt(2.0) * (mid - level_cost(curve.level_spill_low)), 0.0)
         hi_cost = mid + math.sqrt(2.0) * (level_cost(curve.level_spill_high) - mid)
+    # The level held is chosen on the replay weighted to recent days, and without the
+    # heaviest day when a few bursts set the bound's level (its resampled range is wide);
+    # what the bound costs is estimated on the pooled replay and its resamples.
+    leave_out = _uncertain(lo_cost, hi_cost, b_cost) and len(curve.day_demand) >= 2
+    held_spill = held_level_spill(curve, aim, leave_out_heaviest=leave_out)
+    held_cost = levels * r30 + held_spill * dem * q
+    kind, i, cost = cheapest(aim, held_spill, held_cost)
+    meets = True
+    if cost > ceiling + 1e-9:
+        # Not met at a sane price: hold the cheapest cover of all.
+        meets = False
+        ih, ic = int(np.argmin(h_cost)), int(np.argmin(held_cost))
+        kind, i, cost = (("headroom", ih, float(h_cost[ih])) if h_cost[ih] < held_cost[ic]
+                         else ("level", ic, float(held_cost[ic])))
+    if kind == "level" and i == 0:
+        kind = "payg"
     return Cover(
         kind=kind, headroom=float(h[i]) if kind == "headroom" else None,
         level=i if kind != "headroom" else 0,
-        spill_fraction=float(h_spill[i] if kind == "headroom" else c_spill[i]),
+        spill_fraction=float(h_spill[i] if kind == "headroom" else held_spill[i]),
         cost_per_minute=cost, meets_aim=meets, bound_cost_per_minute=b_cost,
         bound_spill_fraction=b_spill, bound_level=b_i if b_kind == "level" else 0,
         bound_headroom=float(h[b_i]) if b_kind == "headroom" else None,
         ceiling_per_minute=float(ceiling), ceiling_spill_fraction=ceiling_spill,
         payg_cost_per_minute=float(c_cost[0]),
         bound_cost_low_per_minute=lo_cost, bound_cost_high_per_minute=hi_cost,
+        left_out_heaviest=leave_out and kind == "level",
     )
 
 

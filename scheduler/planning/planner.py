@@ -664,12 +664,15 @@ def plan(
                                   f"smallest headroom whose replayed spill over recent "
                                   f"history met {aim:.3%}"))
         elif cover.kind == "level":
+            replay = ("recent days (weighted to the latest"
+                      + ("; the heaviest day left out: a few bursts set the bound's level"
+                         if cover.left_out_heaviest else "") + ")")
             reasons.append(Reason(now, "elastic", "constant_level", None,
                                   f"{cover.level} units all along: the cheapest cover whose "
-                                  f"replayed spill over recent history met {aim:.3%}"
+                                  f"replayed spill over {replay} met {aim:.3%}"
                                   if cover.meets_aim else
                                   f"{cover.level} units all along: the cheapest cover on "
-                                  f"recent history"))
+                                  f"{replay}"))
         else:
             reasons.append(Reason(now, "elastic", "payg_alone", None,
                                   "no reserved unit: pay-as-you-go alone is the cheapest "
@@ -710,7 +713,7 @@ def plan(
         # What the observed days support: the level they needed for more than a term's
         # break-even share of their minutes (x the cover's factor). A constant-level cover
         # holds its level all along, so its units are "needed" all the time; but the level
-        # is set by the replay's tail (pooled over days, a heavy day drives it), so a
+        # is set by the replay's tail (a heavy recent day drives it), so a
         # commitment stands only on the level *every* recent day needed to meet the bound
         # on its own (the lowest per-day level), never on the pooled level itself.
         max_by_term: dict[int, int] = {}
