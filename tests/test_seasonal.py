@@ -95,3 +95,59 @@ def test_the_same_minutes_lost_every_day_take_the_flat_stretch_value() -> None:
 
     _fill_holes(step, vals, 60)
     assert not step[4:6].any()
+
+
+DAY = 1440
+
+
+def _days(n: int) -> np.ndarray:
+    """n UTC days of the field shape: 1 unit at night, 3 units 08:00-18:00."""
+    day = np.where((np.arange(DAY) >= 8 * 60) & (np.arange(DAY) < 18 * 60), 3.0, 1.0)
+    return np.tile(day, n)
+
+
+@pytest.mark.parametrize(("factor", "days_ago"), [(3.0, 1), (3.0, 4), (0.2, 2), (5.0, 6)])
+def test_one_unusual_day_does_not_void_the_envelope_for_the_next_week(
+        factor: float, days_ago: int) -> None:
+    """cases/one-off-spike: one unannounced day at 3x (or an outage at 0.2x) set aside:
+    the days after it plan the usual steps to the minute, not the model's wider band.
+    Two weeks of history: the weekly season (three weeks) cannot stand in yet."""
+    history = _days(14)
+    history = np.concatenate([history, _days(1)[: 7 * 60]])  # today until 07:00
+    start = history.size - 7 * 60 - days_ago * DAY
+    history[start:start + DAY] *= factor
+    trusted, value = seasonal_envelope(history, 12 * 60)
+    assert trusted.all()
+    np.testing.assert_array_equal(value, _days(1)[7 * 60:19 * 60])
+
+
+def test_a_weekly_peak_is_not_set_aside_as_an_unusual_day() -> None:
+    """A peak every Monday shows in the sample one week back: on Monday the envelope is
+    the peak (weekly season), never the other days' level."""
+    history = _days(28)
+    weekday = np.arange(28) % 7
+    for d in np.flatnonzero(weekday == 0):  # day 0, 7, 14, 21 and 28 (today) are Mondays
+        history[d * DAY:(d + 1) * DAY] *= 2.0
+    today = _days(1) * 2.0
+    history = np.concatenate([history, today[: 7 * 60]])
+    trusted, value = seasonal_envelope(history, 12 * 60)
+    assert trusted.all()
+    np.testing.assert_array_equal(value, today[7 * 60:19 * 60])
+    # And the day after a Monday plans the ordinary level again.
+    tuesday = np.concatenate([history[: 28 * DAY], today, _days(1)[: 7 * 60]])
+    trusted, value = seasonal_envelope(tuesday, 12 * 60)
+    assert trusted.all()
+    np.testing.assert_array_equal(value, _days(1)[7 * 60:19 * 60])
+
+
+@pytest.mark.parametrize("factor", [3.0, 0.0])
+def test_an_unusual_day_a_week_back_is_set_aside_in_both_seasons(factor: float) -> None:
+    """cases/one-off-spike a week on: the unusual day is the daily season's same-weekday
+    sample and one of the weekly season's three. Without it both agree on the usual day:
+    3 units by day, 1 at night (before: 2 at 08:00, then 4 all day for a 3-unit load)."""
+    history = np.concatenate([_days(21), _days(1)[: 7 * 60]])
+    start = history.size - 7 * 60 - 7 * DAY
+    history[start:start + DAY] *= factor
+    trusted, value = seasonal_envelope(history, 12 * 60)
+    assert trusted.all()
+    np.testing.assert_array_equal(value, _days(1)[7 * 60:19 * 60])

@@ -95,14 +95,57 @@ def _samples(history: FloatArray, offsets: np.ndarray, period: int, count: int,
     return out
 
 
-def _agree(samples: FloatArray, rel_tol: float) -> tuple[np.ndarray, FloatArray]:
+def _spare(offsets: np.ndarray, period: int, count: int) -> np.ndarray | None:
+    """(count, len(offsets)): which of :func:`_samples`' rows may be set aside as one
+    unusual day: a daily season's samples except the one a whole week back (same
+    weekday). None for a weekly season (only a few samples: never set one aside)."""
+    if period >= 10_080:
+        return None
+    k0 = np.maximum(np.floor_divide(offsets, period) + 1, 1)
+    ks = k0[None, :] + np.arange(count)[:, None]
+    return np.asarray(ks * period % 10_080 != 0)
+
+
+def _agree(samples: FloatArray, rel_tol: float, *, spare: np.ndarray | None = None
+           ) -> tuple[np.ndarray, FloatArray]:
+    """Per column: do the observed samples agree within ``rel_tol``, and their top.
+
+    ``spare`` (count, columns) marks the samples that may be set aside, one per column,
+    when the rest (still enough of them) agree: one unusual day (a one-off launch, an
+    incident, an outage) then no longer voids the daily envelope for the week after it.
+    The sample a whole week back is never spare (see :func:`_spare`): a weekly pattern
+    (a quiet Sunday, a Monday peak) shows there and is the weekly season's to judge.
+    Setting aside the top lowers the envelope's value to the next one.
+    """
     observed = np.isfinite(samples)
-    enough = observed.sum(axis=0) >= max(2, (samples.shape[0] + 1) // 2)
-    top = np.where(observed, samples, -np.inf).max(axis=0)
-    low = np.where(observed, samples, np.inf).min(axis=0)
+    need = max(2, (samples.shape[0] + 1) // 2)
+    count = observed.sum(axis=0)
+    enough = count >= need
+    hi_s = np.where(observed, samples, -np.inf)
+    lo_s = np.where(observed, samples, np.inf)
+    top = hi_s.max(axis=0)
+    low = lo_s.min(axis=0)
+
+    def within(t: FloatArray, lo: FloatArray) -> np.ndarray:
+        return np.asarray((t - lo) <= rel_tol * np.abs(t) + 1e-12)
+
+    ok = enough & within(top, low)
+    if spare is not None and samples.shape[0] >= 3:
+        fewer = count - 1 >= need
+        # Without the lowest sample: the top stays the envelope's value.
+        i_lo = lo_s.argmin(axis=0)
+        lo2 = np.partition(lo_s, 1, axis=0)[1]
+        pick = np.take_along_axis
+        drop_low = ~ok & fewer & within(top, lo2) & pick(spare, i_lo[None, :], axis=0)[0]
+        # Without the highest sample (not the same weekday as the target).
+        i_hi = hi_s.argmax(axis=0)
+        top2 = -np.partition(-hi_s, 1, axis=0)[1]
+        drop_high = (~ok & ~drop_low & fewer & within(top2, low)
+                     & pick(spare, i_hi[None, :], axis=0)[0])
+        top = np.where(drop_high, top2, top)
+        ok = ok | drop_low | drop_high
     top = np.where(enough, top, 0.0)
-    spread = np.where(enough, top - low, np.inf)
-    return enough & (spread <= rel_tol * np.abs(top) + 1e-12), top
+    return ok, top
 
 
 def seasonal_envelope(
@@ -128,29 +171,65 @@ def seasonal_envelope(
     if history.size == 0 or horizon <= 0:
         return trusted, value
     ahead = np.arange(horizon)
-    for period, count in seasons:
+
+    def season(period: int, count: int, spare: str) -> tuple[np.ndarray, FloatArray] | None:
+        """(agree, top) over the horizon, or None when the history is too short or today
+        has not followed the season. ``spare``: which samples may be set aside as one
+        unusual day: "none", "not-weekly" (not the one a whole week back) or "any"."""
         if history.size < period * count:
-            continue
+            return None
         # Today so far: the last check_minutes observations against their own samples.
         check = min(check_minutes, history.size - period * count)
         if check <= 0:
-            continue
+            return None
         past = np.arange(-check, 0)
+
+        def mask(offsets: np.ndarray) -> np.ndarray | None:
+            if spare == "none":
+                return None
+            if spare == "any":
+                return np.ones((count, offsets.size), dtype=bool)
+            return _spare(offsets, period, count)
+
         ok_past, top_past = _agree(_samples(history, past, period, count, now_minutes,
-                                                    timezone), rel_tol)
+                                            timezone), rel_tol, spare=mask(past))
         seen = history[past]
         judged = ok_past & np.isfinite(seen)
         # Enough of today's minutes must be judged; a lossy feed (a daily hole of most of
         # an hour) still leaves enough observed ones to tell whether today follows.
         if judged.sum() < max(_MIN_JUDGED, check // 6):
-            continue
+            return None
         if (np.abs(seen[judged] - top_past[judged]) > rel_tol * np.abs(top_past[judged])
                 + 1e-12).any():
+            return None
+        return _agree(_samples(history, ahead, period, count, now_minutes, timezone),
+                      rel_tol, spare=mask(ahead))
+
+    for period, count in seasons:
+        # A daily season may set aside one unusual day among its samples, except the one
+        # a whole week back (same weekday: a weekly pattern is the weekly season's to
+        # judge); a weekly season's few samples are all kept.
+        got = season(period, count, "not-weekly" if period < 10_080 else "none")
+        if got is None:
             continue
-        ok, top = _agree(_samples(history, ahead, period, count, now_minutes, timezone), rel_tol)
+        ok, top = got
         new = ok & ~trusted
         value[new] = top[new]
         trusted |= new
+    if len(seasons) == 2 and seasons[0][0] < 10_080 <= seasons[1][0] and not trusted.all():
+        # An unusual day exactly a week back (cases/one-off-spike, a week on) voids both
+        # seasons above. Set it aside in both at once: trusted only where the daily samples
+        # without it and the weekly samples without one of theirs agree on the same value
+        # (a weekly pattern keeps its weekly samples in agreement, so it never lands here).
+        daily = season(*seasons[0], "any")
+        weekly = season(*seasons[1], "any")
+        if daily is not None and weekly is not None:
+            (ok_d, top_d), (ok_w, top_w) = daily, weekly
+            same = np.abs(top_d - top_w) <= rel_tol * np.maximum(np.abs(top_d),
+                                                                 np.abs(top_w)) + 1e-12
+            new = ok_d & ok_w & same & ~trusted
+            value[new] = np.maximum(top_d, top_w)[new]
+            trusted |= new
     _fill_holes(trusted, value, max_hole_minutes)
     return trusted, value
 
