@@ -280,6 +280,19 @@ def test_a_past_launch_day_does_not_move_the_30_day_commitment(runs: Any, name: 
     assert units == 1, f"{name}: {units} 30-day units bought after a one-day 3x outlier"
 
 
+def test_a_week_after_an_unannounced_3x_day_capacity_follows_the_usual_shape(runs: Any
+                                                                            ) -> None:
+    """cases/one-off-spike a week on (Tue 03-17, same weekday as the 3x day): 1 unit at
+    night and 3 by day, as without the spike (before: 2 at 08:00, then 4 all day)."""
+    run = runs("launch-past-week-on")
+    day = dt.datetime(2026, 3, 17, tzinfo=UTC)
+    night = slice(run.at(day), run.at(day + dt.timedelta(hours=7, minutes=50)))
+    peak = slice(run.at(day + dt.timedelta(hours=8)), run.at(day + dt.timedelta(hours=18)))
+    assert run.held[night].max() == 1, np.unique(run.held[night])
+    assert (run.held[peak] == 3).all(), np.unique(run.held[peak])
+    assert run.summary["spill_fraction"] == 0.0
+
+
 def test_a_declared_launch_day_meets_the_bound_within_1_6x_hindsight(runs: Any) -> None:
     run = runs("launch-ahead-declared")
     assert_met_within(run, 1.6)
