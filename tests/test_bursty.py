@@ -188,6 +188,10 @@ def test_after_a_heavy_day_the_level_held_is_what_the_other_days_needed(seed: in
     others = [day_level(d[i * DAY:(i + 1) * DAY], AIM) for i in (1, 2, 3)]
     assert min(others) <= cover.level <= max(others)
     assert cover.bound_level > 2 * cover.level
+    # Held under what the bound needs on the whole replay: the plan says so.
+    assert cover.held_below_bound
+    assert (f"the {cover.level} units held, chosen on the recent days, are under the "
+            f"{cover.bound_level} the bound needs") in cover.describe(0.01)
     # A lasting rise (the last two days three times heavier) raises it within the days.
     r = bursty(4, seed).units.copy()
     r[2 * DAY:] *= 3.0

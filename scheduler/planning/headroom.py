@@ -385,6 +385,13 @@ class Cover:
                           self.bound_cost_per_minute)
 
     @property
+    def held_below_bound(self) -> bool:
+        """The constant level held (chosen on recent days) is under the level the bound
+        needs on the whole replay: the bound may be missed."""
+        return (self.priced and self.kind == "level" and self.bound_headroom is None
+                and self.level < self.bound_level)
+
+    @property
     def bound_within_ceiling(self) -> bool:
         return not self.priced or self.bound_cost_per_minute <= self.ceiling_per_minute + 1e-9
 
@@ -419,6 +426,10 @@ class Cover:
             text += ("; a few bursts set that level, so the recent replay cannot estimate "
                      f"it within {ESTIMATE_TOLERANCE:.0%}: the bound may be missed or cost "
                      "more")
+        if self.bound_within_ceiling and self.held_below_bound:
+            text += (f"; the {self.level} units held, chosen on the recent days, are under "
+                     f"the {self.bound_level} the bound needs on the whole replay: the bound "
+                     "may be missed")
         if self.payg_cheapest:
             text += "; pay-as-you-go alone is cheaper than any reservation"
         return text

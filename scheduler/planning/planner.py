@@ -681,9 +681,10 @@ def plan(
         reasons.append(Reason(now, "spill", "cover_on_replay", None, summary))
         if not cover.bound_within_ceiling:
             bound_alert = summary
-        elif cover.bound_uncertain:
+        elif cover.bound_uncertain or cover.held_below_bound:
             # Heavy-tailed traffic: what the bound costs is said at once (the first plan),
-            # with its range, before any overrun can tell.
+            # with its range, before any overrun can tell; so is a level held under what
+            # the bound needs on the whole replay (chosen on the recent days).
             bound_alert = summary if bound_alert is None else summary + "; " + bound_alert
         elif bound_alert is not None:
             bound_alert += "; " + summary
