@@ -19,6 +19,9 @@ moves the start (the history before it grows). Per seed:
   (``bound.first_cover``) and its low/high range, against the true hindsight cost per day
   (``err``: estimate / truth - 1).
 
+With several seeds a summary line counts the issue's targets: seeds within 1.0x dedicated
+and within 1.5x the level, the bound met, the alert raised on the first day (either one).
+
 ``--estimates`` skips the week's backtest: only the first plan is made (a one-minute
 backtest), so the day-one estimate can be measured across many seeds (step 3 of the
 brief); the truth is still the whole window's hindsight constant level.
