@@ -335,6 +335,9 @@ def test_the_cost_of_the_bound_is_said_at_the_first_plan(runs: Any, seed: int) -
     assert "on resampled replays" in text and "the bound may be missed" in text
     cover = bound["first_cover"]
     assert f"${cover['bound_cost_per_day']:,.2f}/day" in text
+    low, high = cover["bound_cost_range_per_day"]
+    assert low <= cover["bound_cost_per_day"] <= high and cover["bound_uncertain"]
+    assert f"${low:,.2f}-${high:,.2f}/day on resampled replays" in text
     # The estimate is what the replay of the two days before says: the constant level
     # meeting the bound on it (at the 30-day rate), priced as the truth is.
     hist = runs(seed)[2][:2 * DAY]

@@ -20,6 +20,7 @@ from scheduler.planning.headroom import (
     choose_cover,
     constant_level_spill,
     headroom_curves,
+    held_level_spill,
 )
 from scheduler.planning.planner import (
     CommitEvidence,
@@ -80,11 +81,16 @@ def test_bursty_cover_is_the_cheapest_constant_level_meeting_the_aim() -> None:
     assert cover is not None
     # No headroom of the grid meets 0.9 % on this traffic: the level rule decides.
     assert curve.headroom_for(0.009) is None
-    spill = constant_level_spill(demand, math.ceil(demand.max()) + 1)
-    want = int(np.flatnonzero(spill <= 0.009)[0])
+    # The level held is chosen on the replay's days weighted to the latest (without the
+    # heaviest day when the bound's resampled range is wide); the bound's cost on the pooled
+    # replay.
+    held = held_level_spill(curve, 0.009, leave_out_heaviest=cover.left_out_heaviest)
+    want = int(np.flatnonzero(held <= 0.009)[0])
     assert cover.kind == "level" and cover.level == want
     assert math.isclose(cover.cost_per_minute,
-                        want * R30 + spill[want] * demand.mean() * 0.0025)
+                        want * R30 + held[want] * demand.mean() * 0.0025)
+    spill = constant_level_spill(demand, math.ceil(demand.max()) + 1)
+    assert cover.bound_level == int(np.flatnonzero(spill <= 0.01)[0])
     # Within the default ceiling (dedicated at the replay's peak): met, no alert.
     assert cover.bound_within_ceiling and cover.meets_aim
     assert cover.payg_cheapest  # $0.0025 a unit-minute: pay-as-you-go beats any unit
