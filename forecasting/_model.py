@@ -102,6 +102,11 @@ class FittedModel:
     block_steps: int = field(repr=False, default=1)
     block_offset: int = field(repr=False, default=0)
     phase_tables: FloatArray = field(repr=False, default_factory=lambda: np.zeros((0, 0, 0)))
+    #: Blocks the residual model knows (1: none): origins on a block boundary use
+    #: ``boundary_beta`` (G, F), fitted from the boundaries alone (see forecasting._core).
+    point_block: int = field(repr=False, default=1)
+    point_block_offset: int = field(repr=False, default=0)
+    boundary_beta: FloatArray = field(repr=False, default_factory=lambda: np.zeros((0, 0)))
 
     def _origin_index(self, origin: dt.datetime | int) -> int:
         if isinstance(origin, dt.datetime):
@@ -214,7 +219,11 @@ class FittedModel:
             lagf = np.zeros((horizon, 0))
         h = np.log(np.arange(1, horizon + 1, dtype=np.float64))
         grid = np.log(self.horizon_steps)
-        correction = np.interp(h, grid, self.blend[:, 0] * (self.beta @ feats))
+        # Data published in blocks: an origin on a block boundary has its own coefficients.
+        beta = (self.boundary_beta if self.point_block > 1 and self.boundary_beta.size
+                and block_phase(k, self.point_block, self.point_block_offset) == 0
+                else self.beta)
+        correction = np.interp(h, grid, self.blend[:, 0] * (beta @ feats))
         for j in range(lagf.shape[1]):
             correction += np.interp(h, grid, self.blend[:, 1 + j]) * lagf[:, j]
         fut = base[n_rec:]
@@ -415,7 +424,13 @@ def _fit_group(
             scale[i] = float(np.median(pos))
     ys = y / scale[:, None]
     gram_cache: dict[tuple[int, int], FloatArray] = {}
-    core = _core.fit_core(ys, x_full, local.day, step_minutes, cfg, gram_cache)
+    # Data published in blocks gets a residual model fitted from the block boundaries.
+    blocks = (_calibration.block_structure(
+        ys, max(2, min(t // 20, _core.steps_for(MINUTES_PER_DAY / 4, step_minutes))))
+        if cfg.block_boundary_model else
+        (np.ones(m, dtype=np.int64), np.zeros(m, dtype=np.int64)))
+    core = _core.fit_core(ys, x_full, local.day, step_minutes, cfg, gram_cache,
+                          blocks=blocks if np.any(blocks[0] > 1) else None)
     levels = tuple(sorted(set(quantiles) | set(_INTERVAL_LEVELS)))
     if calibrate:
         cal = _calibration.calibrate(ys, x_full, local.day, core, levels, step_minutes, cfg,
@@ -491,6 +506,11 @@ def _fit_group(
                 phase_tables=(cal.phase_table[i, :w].copy()
                               if w > 1 and cal.phase_table is not None
                               else np.zeros((0, 0, 0))),
+                point_block=int(blocks[0][i]) if core.boundary_beta is not None else 1,
+                point_block_offset=int(blocks[1][i]),
+                boundary_beta=(core.boundary_beta[i].copy()
+                               if core.boundary_beta is not None and blocks[0][i] > 1
+                               else np.zeros((0, 0))),
             )
         )
     return out
