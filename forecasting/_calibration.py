@@ -185,9 +185,9 @@ def calibrate(
             if ok.size == 0:
                 break
             tg = tgt[ok]
+            corr = _residual_correction(feats[:, ok, :], core, g, origins[ok])
             comps = np.concatenate(
-                (np.einsum("moi,mi->mo", feats[:, ok, :], core.beta[:, g])[..., None],
-                 lagf[:, g, ok, :]), axis=2)  # (m, O, 1 + L) corrections to the profile
+                (corr[..., None], lagf[:, g, ok, :]), axis=2)  # (m, O, 1 + L) corrections
             bt = base[:, tg - off]
             pred = bt + np.einsum("moc,mc->mo", comps, blend[:, g])
             yhat = np.maximum(pred, 0.0)
@@ -215,7 +215,7 @@ def calibrate(
             # Per-position quantiles where measured, NaN elsewhere (the pooled table, once
             # tidied, fills the rest below).
             phase_table = np.full((m, int(block[blocky].max()), g_n, nq), np.nan)
-            _phase_tables(phase_table, blocky, block, block_offset, y, core.beta, base, resid,
+            _phase_tables(phase_table, blocky, block, block_offset, y, core, base, resid,
                           off, t_c, hs, blend, levels, step_minutes, cfg)
             for i in blocky.tolist():
                 accuracy[i]["publication_block_minutes"] = float(block[i] * step_minutes)
@@ -229,6 +229,23 @@ def calibrate(
         phase_table = _complete_phase_table(phase_table, table, block, levels)
     return Calibration(levels=levels, table=table, accuracy=accuracy, blend=blend,
                        block=block, block_offset=block_offset, phase_table=phase_table)
+
+
+def _residual_correction(feats: FloatArray, core: CoreFit, g: int, origins: IntArray,
+                         rows: IntArray | None = None) -> FloatArray:
+    """The residual model's correction (m, O) at grid horizon g from ``origins``: the
+    boundary model (CoreFit.boundary_beta) for origins on a block boundary, as predict."""
+    sel = slice(None) if rows is None else rows
+    corr = np.einsum("moi,mi->mo", feats, core.beta[sel, g])
+    if core.boundary_beta is not None and core.block is not None:
+        assert core.block_offset is not None
+        w = core.block[sel]
+        on = (w[:, None] > 1) & ((origins[None, :] - core.block_offset[sel][:, None])
+                                  % np.maximum(w, 1)[:, None] == 0)
+        if on.any():
+            corr = np.where(on, np.einsum("moi,mi->mo", feats, core.boundary_beta[sel, g]),
+                            corr)
+    return np.asarray(corr, dtype=np.float64)
 
 
 def _complete_phase_table(raw: FloatArray, table: FloatArray, block: IntArray,
@@ -266,7 +283,7 @@ def _phase_tables(
     block: IntArray,
     block_offset: IntArray,
     y: FloatArray,
-    beta: FloatArray,
+    core: CoreFit,
     base: FloatArray,
     resid: FloatArray,
     off: int,
@@ -287,7 +304,7 @@ def _phase_tables(
     gsel = np.flatnonzero(hs <= 6 * w_max)
     if gsel.size == 0 or origins.size == 0:
         return
-    err = _held_out_errors(y[rows], beta[rows], base[rows], resid[rows], off, origins,
+    err = _held_out_errors(y[rows], core, rows, base[rows], resid[rows], off, origins,
                            hs, gsel, blend[rows], step_minutes, cfg)  # (r, O, Gs)
     for r, i in enumerate(rows.tolist()):
         w, k0 = int(block[i]), int(block_offset[i])
@@ -309,7 +326,8 @@ def _phase_tables(
 
 def _held_out_errors(
     y: FloatArray,
-    beta: FloatArray,
+    core: CoreFit,
+    rows: IntArray,
     base: FloatArray,
     resid: FloatArray,
     off: int,
@@ -340,7 +358,7 @@ def _held_out_errors(
             break
         tg = tgt[ok]
         comps = np.concatenate(
-            (np.einsum("moi,mi->mo", feats[:, ok, :], beta[:, g])[..., None],
+            (_residual_correction(feats[:, ok, :], core, g, origins[ok], rows)[..., None],
              lagf[:, j, ok, :]), axis=2)
         pred = base[:, tg - off] + np.einsum("moc,mc->mo", comps, blend[:, g])
         yhat = np.maximum(pred, 0.0)

@@ -72,12 +72,14 @@ class Config:
     min_errors: int = 20
     scale_by_forecast: bool = True
     interval_levels: tuple[float, ...] = (0.025, 0.1, 0.9, 0.975)
-    # Data published in blocks (forecasting._calibration.block_structure): a second
-    # residual model fitted from the block boundaries alone, used by predict for origins
-    # on a boundary (fit_core's ``blocks``, _fit_block_residual_model). Off until the
-    # calibration computes its held-out errors at boundary origins with the same model
-    # (CoreFit.boundary_beta); with pooled errors the boundary intervals are too wide.
-    block_boundary_model: bool = False
+    # Data published in blocks (forecasting._calibration.block_structure, e.g. ServeGen's
+    # 10-minute windows): a second residual model fitted (Huber-weighted) from the block
+    # boundaries alone, used by predict for origins on a boundary, where nothing of the
+    # next block is known yet (fit_core's ``blocks``, _fit_block_residual_model); the
+    # calibration scores boundary origins with the same model. Series without blocks are
+    # unaffected. ServeGen, boundary origins every 180 min: relMAE at 1 h 0.446 -> 0.428
+    # (m-small), 0.627 -> 0.599 (m-mid), 0.455 -> 0.447 (m-large).
+    block_boundary_model: bool = True
 
 
 DEFAULT = Config()
