@@ -145,6 +145,19 @@ def calibrate(
     per horizon.
     """
     m, t = y.shape
+    # The final fit rescaled the history before a lasting level change to the new level
+    # (_core._adapt_history). The held-out errors must describe that model: a prefix fit
+    # that has not seen the change forecasts the old level from origins after it, and its
+    # errors (over a forecast that may fall to the level floor) made the quantiles tens of
+    # times the load for two days after a step. So the calibration sees the same rescaled
+    # history (raw units; the trend, taken over from the final fit, is left as it is).
+    if final.level_factor is not None and final.level_notes is not None:
+        changed = [i for i in range(m) if final.level_factor[i] != 1.0
+                   and "level_change_step" in final.level_notes[i]]
+        if changed:
+            y = y.copy()
+            for i in changed:
+                y[i, : int(final.level_notes[i]["level_change_step"])] *= final.level_factor[i]
     hs = horizon_grid(cfg, step_minutes)
     g_n = hs.size
     nq = len(levels)
