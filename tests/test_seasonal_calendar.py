@@ -35,3 +35,16 @@ def test_a_declared_day_keeps_the_envelope_times_its_multiplier() -> None:
     assert np.array_equal(plain, model)  # today does not follow the unscaled pattern
     out = seasonal.combine(model, hist, past_scale=past, ahead_scale=ahead)
     assert np.allclose(out, 3.0)  # the envelope x 3: exactly the declared level
+
+
+def test_a_day_declared_closed_is_not_read_as_the_usual_pattern() -> None:
+    """multiplier = 0 (a closed day) is allowed: its minutes are unknown, not infinite."""
+    day = 1440
+    hist = np.tile(np.where(np.arange(day) // 60 % 24 >= 8, 3.0, 1.0), 8)[: 7 * day + 120]
+    past = np.ones(hist.size)
+    past[3 * day:4 * day] = 0.0
+    hist[3 * day:4 * day] = 0.0
+    model = np.full((3, 60), 3.0)
+    with np.errstate(all="raise"):
+        out = seasonal.combine(model, hist, past_scale=past, ahead_scale=np.ones(60))
+    assert np.isfinite(out).all()

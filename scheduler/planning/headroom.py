@@ -512,7 +512,7 @@ def choose_cover(
 
         # A prediction, not the replay's own spread: the coming window varies as much
         # as the replayed one did, on top of the replay's error (independent: sqrt 2).
-        mid = b_cost if b_kind == "level" else float(c_cost[b_i])
+        mid = b_cost
         lo_cost = max(mid - math.sqrt(2.0) * (mid - level_cost(curve.level_spill_low)), 0.0)
         hi_cost = mid + math.sqrt(2.0) * (level_cost(curve.level_spill_high) - mid)
     # The level held is chosen on the replay weighted to recent days, and without the

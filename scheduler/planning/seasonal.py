@@ -267,7 +267,11 @@ def combine(values: FloatArray, history: FloatArray, *,
     around an exact level flips a whole unit on and off for a minimum hold each time.
     """
     if past_scale is not None:
-        history = np.asarray(history, dtype=np.float64) / past_scale
+        # A day declared at multiplier 0 (closed) says nothing of the usual pattern.
+        history = np.asarray(history, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            history = np.where(past_scale > 0, history / np.where(past_scale > 0, past_scale,
+                                                                   1.0), np.nan)
     trusted, value = seasonal_envelope(history, values.shape[1], **kwargs)  # type: ignore[arg-type]
     if not trusted.any():
         return values
