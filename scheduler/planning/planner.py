@@ -732,6 +732,14 @@ def plan(
                 # Under three days observed: no 30-day term on so little evidence.
                 max_by_term[term] = (0 if typical is None else max(
                     math.ceil(typical * factor - s.round_tolerance), 0))
+            if level_cover and base_cover is not None and base_cover.bound_uncertain \
+                    and max_by_term.get(30, 0) > 0:
+                # A few bursts set the level (its cost cannot be pinned within 25 %): a
+                # 30-day term would leave weeks of a tail on that evidence; 7 days at most.
+                max_by_term[30] = 0
+                reasons.append(Reason(now, "committed_30d", "no_30d_on_uncertain_level", None,
+                                      "the level is set by a few bursts (the bound's cost "
+                                      "is uncertain): no 30-day term, 7-day at most"))
         new_commitments = _decide_commitments(
             commit_forecast, holdings.commitments, dep, now, s, reasons, held_elastic,
             factor, floor=floor, max_level=cap_units, max_by_term=max_by_term)
