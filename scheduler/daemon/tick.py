@@ -776,6 +776,67 @@ class Daemon:
         log.warning("out_of_capacity_partial", deployment=name, grantable=available,
                     retry_full_at=(minute_floor(now) + GRANTABLE_RETRY).isoformat())
 
+    def _take_what_is_grantable(self, provider: Provider, ident: int, name: str,
+                                now: dt.datetime, report: TickReport) -> None:
+        """Right after an out-of-capacity refusal of a scale-up, in the same tick: journal
+        and send the capped target max(grantable, held), so the units the provider can
+        grant are asked for now rather than at the next tick (a minute of spill a refusal).
+
+        It is one more journalled action (fresh idempotency key, planned before it is sent,
+        :func:`journal.send_due`), so it is applied exactly once like any other. The refusal
+        set the deployment's backoff; that backoff guards against asking for the refused
+        target again, not for what the provider has just said it can grant, so it is lifted
+        for this one send and put back (if still stronger) unless the capped target is
+        accepted. One capped request per refusal: a refused capped target is not retried
+        in this tick.
+        """
+        capped = self._grantable.get(name)
+        if capped is None:
+            return  # the provider did not say what it can grant: back off as before
+        try:
+            held = provider.holdings(name).elastic_target
+        except ProviderError as exc:
+            report.errors.append(f"{name}: holdings after out_of_capacity: {exc}")
+            return
+        target = max(capped[0], held)
+        if target <= held:
+            return  # nothing more can be granted now
+        deployment = self.config.deployment(name)
+        origin = minute_floor(now)
+        action = journal.plan_action(self.engine, journal.ActionRequest(
+            deployment_id=ident, kind=journal_store.KIND_ELASTIC, target_units=target,
+            due_at=origin, effective_at=origin + dt.timedelta(
+                minutes=deployment.scale_up_lead_minutes),
+            reason=f"out_of_capacity: {capped[0]} grantable, taken in the refusal's tick"),
+            now)
+        report.actions_planned += 1
+        self._last_target[name] = target
+        with self.engine.begin() as conn:
+            before = journal_store.read_backoffs(conn, [ident]).get(ident)
+            journal_store.clear_backoff(conn, ident)
+        step = journal.send_due(self.engine, provider, {ident: name}, now,
+                                max_retry_after=self.config.daemon.provider_max_retry_after_seconds)
+        accepted = False
+        for outcome in step.outcomes:
+            if outcome.action_id == action.id and outcome.outcome in ("confirmed", "pending"):
+                accepted = True
+            self.metrics.record_action(deployment.provider, outcome.kind or "unknown",
+                                       outcome.outcome)
+            if outcome.error_class:
+                self.metrics.record_provider_error(deployment.provider, outcome.error_class)
+        report.actions_confirmed += len(step.confirmed)
+        report.actions_failed += len(step.failed)
+        report.actions_retrying += len(step.retrying)
+        report.errors.extend(step.stopped.values())
+        for alert in step.alerts:
+            report.errors.append(f"provider {deployment.provider}: {alert.error}")
+        if not accepted and before is not None:
+            with self.engine.begin() as conn:
+                now_backoff = journal_store.read_backoffs(conn, [ident]).get(ident)
+                if (now_backoff is None or now_backoff.until is None
+                        or (before.until is not None and before.until > now_backoff.until)):
+                    journal_store.write_backoff(conn, before, now)
+
     def _terms_on_offer_for(self, deployment: Deployment, day: dt.date) -> tuple[int, ...]:
         """Commitment terms (days) the deployment's provider sells, asked once a local day
         (empty: it sells none). A plan must not lean on a purchase that cannot happen (it
@@ -808,6 +869,8 @@ class Daemon:
         hint = self.config.daemon.provider_max_retry_after_seconds
         for name, (provider, names) in self._providers_in_use().items():
             stopped: dict[int, str] = {}
+            #: Deployments whose elastic scale-up was refused out of capacity this tick.
+            refused: set[int] = set()
             for step in (journal.recover(self.engine, provider, now, deployment_name_by_id=names,
                                          max_retry_after=hint),
                          journal.send_due(self.engine, provider, names, now,
@@ -822,11 +885,15 @@ class Daemon:
                     touched.add(outcome.deployment_id)
                     if outcome.error_class == OutOfCapacityError.__name__:
                         self._learn_grantable(provider, names.get(outcome.deployment_id), now)
+                        if outcome.kind == journal_store.KIND_ELASTIC:
+                            refused.add(outcome.deployment_id)
                     self.metrics.record_action(name, outcome.kind or "unknown", outcome.outcome)
                     if outcome.error_class:
                         self.metrics.record_provider_error(name, outcome.error_class)
                 for alert in step.alerts:
                     report.errors.append(f"provider {name}: {alert.error}")
+            for ident in sorted(refused - set(stopped)):
+                self._take_what_is_grantable(provider, ident, names[ident], now, report)
             for ident, dep in names.items():
                 self.metrics.set_sending_stopped(dep, ident in stopped)
         return touched

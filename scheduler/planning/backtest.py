@@ -13,8 +13,9 @@ capacity held through it is paid like any other minute.
 Provider capacity (``capacity=``, :class:`~scheduler.planning.simulator.ProviderCapacity`):
 a scale-up beyond what the provider can grant is refused whole, as the simulated provider
 does; then, as the daemon (scheduler/daemon/tick.py), the elastic target is capped at what
-the provider says it can grant for ``retry_minutes`` (never releasing units for it) and the
-full target is asked for again after that. Demand above the capacity held spills and is
+the provider says it can grant (asked for in the same minute as the refusal) for
+``retry_minutes`` (never releasing units for it) and the full target is asked for again
+after that. Demand above the capacity held spills and is
 billed per the deployment's ``spill`` mode. Commitments are bought on the terms sold only.
 """
 
@@ -324,6 +325,11 @@ def run_backtest(
             if len(provider.refusals) > refused:
                 assert capacity is not None  # only a limited pool refuses
                 grantable = (provider.grantable(k) or 0, k + capacity.retry_minutes)
+                # Take what can be granted in the same minute, not at the next one.
+                capped = max(grantable[0], provider.units_held())
+                if capped > provider.units_held():
+                    provider.set_target(
+                        k, capped, f"{reason} [out_of_capacity: {grantable[0]} grantable]")
         serving = committed[k] + provider.active_elastic_at(k)
         demanded += demand[t]
         spilled += max(0.0, demand[t] - serving)
