@@ -6,7 +6,7 @@ Shared by ``capsched plan --dry-run`` and the daemon's tick, so both decide alik
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import structlog
@@ -15,7 +15,7 @@ import forecasting
 from scheduler.config import Deployment
 from scheduler.pipeline.forecast import History
 from scheduler.planning import economics, planner
-from scheduler.planning.headroom import HeadroomCurve
+from scheduler.planning.headroom import HeadroomCurve, ProviderPool
 from scheduler.planning.inputs import SEASONAL_HISTORY_MINUTES, planning_forecast
 from scheduler.providers import base as provider_base
 from scheduler.store.plans import IntervalRecord, PlanRecord
@@ -89,6 +89,7 @@ def make_plan(
     zero_run: bool = False,
     zero_load_after_minutes: int = forecasting.ZERO_LOAD_AFTER_MINUTES,
     commit_terms: tuple[int, ...] = (30, 7),
+    pool: ProviderPool | None = None,
 ) -> PlanOutcome:
     """Plan one deployment; commitments are decided only when ``commit_forecast`` is given.
 
@@ -101,9 +102,13 @@ def make_plan(
     setting). ``commit_terms`` are the commitment terms (days) the provider sells
     (``ProviderLimits.supported_terms``): the plan never leans on a term that cannot be
     bought. Capacity stays within a factor of the highest demand of the last
-    ``EVIDENCE_MINUTES``.
+    ``EVIDENCE_MINUTES``. ``pool`` is what the provider lets the deployment hold
+    (``ProviderLimits``: its ``available_units`` when no term is sold, and the terms sold):
+    the cover on the replay, and the bound alert, are priced under it (issue #9).
     """
     deployment = history.deployment
+    if pool is not None and headroom is not None:
+        headroom = replace(headroom, pool=pool)
     recent = history.demand[-PREDICT_RECENT_MINUTES:]
     past = history.demand[-SEASONAL_HISTORY_MINUTES:]
     fc = planning_forecast(forecast, now, recent, past,

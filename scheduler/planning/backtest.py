@@ -50,6 +50,7 @@ from scheduler.planning.follow import FollowedPlan, FollowSettings
 from scheduler.planning.grid import minute_grid
 from scheduler.planning.headroom import (
     HeadroomCurve,
+    ProviderPool,
     applies_to,
     constant_level_spill,
     headroom_curves,
@@ -223,6 +224,7 @@ def run_backtest(
 
     provider = SimulatedProvider(origin, n, dep.scale_up_lead_minutes, dep.min_hold_minutes,
                                  None if capacity is None else capacity.series(origin, n))
+    pool = _pool(capacity)
     #: After a refusal: (units the provider said it can grant, minute to ask in full again).
     grantable: tuple[int, int] | None = None
     committed = np.zeros(n + 1, dtype=np.int64)
@@ -271,7 +273,7 @@ def run_backtest(
                                  timezone=dep.timezone, calendar=calendar,
                                  quantiles=cfg.quantiles, zero_gap_minutes=cfg.zero_gap_minutes)
                 last_fit = t
-                headroom = _headroom_curve(observed[:t], dep, cfg)
+                headroom = _headroom_curve(observed[:t], dep, cfg, pool)
                 headrooms.append(None if headroom is None else headroom.headroom_for(
                     dep.max_spill_fraction * cfg.planner.payg_safety))
             recent = observed[max(0, t - cfg.recent_minutes):t].copy()
@@ -473,12 +475,26 @@ def _hindsight_level(w0: np.datetime64, inp: FloatArray, out: FloatArray, dem: F
 
 
 def _headroom_curve(observed: FloatArray, dep: Deployment,
-                    cfg: BacktestSettings) -> HeadroomCurve | None:
+                    cfg: BacktestSettings, pool: ProviderPool | None = None
+                    ) -> HeadroomCurve | None:
     if cfg.headroom_days <= 0 or not applies_to(dep):
         return None
     days = observed[-int(cfg.headroom_days * 1440):]
-    return headroom_curves(days, lead=dep.scale_up_lead_minutes,
-                           hold=dep.min_hold_minutes)[0]
+    curve = headroom_curves(days, lead=dep.scale_up_lead_minutes,
+                            hold=dep.min_hold_minutes)[0]
+    return curve if curve is None or pool is None else replace(curve, pool=pool)
+
+
+def _pool(capacity: ProviderCapacity | None) -> ProviderPool | None:
+    """The pool the planner's cover is priced under: the provider's ``available_units``
+    bound what can be held only when no commitment term is sold (commitments are not
+    drawn from the elastic pool); the terms sold, when known."""
+    if capacity is None:
+        return None
+    units = (capacity.available_units
+             if capacity.supported_terms is not None and not capacity.supported_terms
+             else None)
+    return ProviderPool(units=units, terms=capacity.supported_terms)
 
 
 def _reactive(observed: FloatArray, demand: FloatArray, dep: Deployment, origin: dt.datetime,

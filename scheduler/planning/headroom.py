@@ -113,6 +113,23 @@ def applies_to(deployment: Deployment) -> bool:
 
 
 @dataclass(frozen=True)
+class ProviderPool:
+    """What the provider lets a deployment hold, passed in as data (issue #9).
+
+    ``units``: the most units it can hold at once (None: no limit known), e.g. a pool of
+    ``available_units`` elastic units when no commitment term is sold; ``terms``: the
+    commitment terms (days) it sells (None: not known, as if every term were).
+    """
+
+    units: int | None = None
+    terms: tuple[int, ...] | None = None
+
+    @property
+    def sells_no_term(self) -> bool:
+        return self.terms is not None and not self.terms
+
+
+@dataclass(frozen=True)
 class HeadroomCurve:
     """Replayed spill fraction of the rule at each candidate headroom (ascending).
 
@@ -143,6 +160,9 @@ class HeadroomCurve:
     #: ``level_spill``.
     day_spill: tuple[tuple[float, ...], ...] = ()
     day_demand: tuple[float, ...] = ()
+    #: The provider's pool and terms (None: unlimited, every term): :func:`choose_cover`
+    #: prices no cover above what the pool lets the deployment hold.
+    pool: ProviderPool | None = None
 
     def headroom_for(self, target_fraction: float) -> float | None:
         """Smallest headroom from which every larger one replayed within the target;
@@ -376,6 +396,15 @@ class Cover:
     #: A constant level held was chosen on the replay without its heaviest day
     #: (:func:`held_level_spill`: a few bursts set the bound's level).
     left_out_heaviest: bool = False
+    #: The provider's pool (:class:`ProviderPool`) the cover was chosen under, if any.
+    pool: ProviderPool | None = None
+    #: The least spill any capacity the pool lets one hold replays (its ``units`` held
+    #: all along); 0 without a pool.
+    least_spill_fraction: float = 0.0
+    #: Whether some capacity the pool lets the deployment hold meets the bound on the
+    #: replay (False: no schedule can; the bound's fields then describe the pool held all
+    #: along, its least spill).
+    bound_possible: bool = True
 
     @property
     def bound_uncertain(self) -> bool:
@@ -393,11 +422,17 @@ class Cover:
 
     @property
     def bound_within_ceiling(self) -> bool:
+        """The bound is met at a sane price (never when the pool cannot meet it)."""
+        if not self.bound_possible:
+            return False
         return not self.priced or self.bound_cost_per_minute <= self.ceiling_per_minute + 1e-9
 
     @property
     def payg_cheapest(self) -> bool:
-        """Pay-as-you-go alone is cheaper than every cover holding a reserved unit."""
+        """Pay-as-you-go alone is cheaper than every cover holding a reserved unit (never
+        said when the provider sells no reservation)."""
+        if self.pool is not None and self.pool.sells_no_term:
+            return False
         return self.kind == "payg" or (
             self.priced and self.payg_cost_per_minute <= self.cost_per_minute + 1e-12)
 
@@ -407,6 +442,19 @@ class Cover:
             return (f"median forecast x {1 + (self.headroom or 0.0):.3f} replayed "
                     f"{self.spill_fraction:.2%} spill on recent history (costs not priced)")
         day = 1440.0
+        if not self.bound_possible:
+            assert self.pool is not None and self.pool.units is not None
+            text = (f"meeting the {bound:.2%} spill bound is not possible with the "
+                    f"provider's {self.pool.units} units: least spill "
+                    f"{self.least_spill_fraction:.2%} on the recent replay "
+                    f"({self.pool.units} units held all along, "
+                    f"${self.bound_cost_per_minute * day:,.2f}/day); pay-as-you-go alone "
+                    f"costs ${self.payg_cost_per_minute * day:,.2f}/day")
+            if self.pool.sells_no_term:
+                text += "; the provider sells no reservation"
+            elif self.payg_cheapest:
+                text += "; pay-as-you-go alone is cheaper than any reservation"
+            return text
         text = (f"meeting the {bound:.2%} spill bound on the recent replay costs "
                 f"${self.bound_cost_per_minute * day:,.2f}/day "
                 f"(${self.bound_cost_per_minute * 43_200:,.0f} per 30 days: "
@@ -459,6 +507,14 @@ def choose_cover(
     not chased.
     A curve without pricing data gives the smallest headroom meeting ``aim`` (None when
     none does).
+
+    With the provider's pool on the curve (``curve.pool.units``), no schedule holds more
+    than those units: the least spill is those units held all along, every cover's
+    replayed spill is at least that, and when it is above the bound the bound is
+    reported as not possible with the pool (:attr:`Cover.bound_possible`) rather than
+    priced on capacity the provider cannot grant. The cover the plan holds is still
+    chosen as without the pool: asking beyond it is refused whole and capped, and keeps
+    asking in case the pool grows.
     """
     if not curve.level_spill or not curve.capacity:
         hr = curve.headroom_for(aim)
@@ -503,7 +559,23 @@ def choose_cover(
     ceiling_spill = float(affordable_spill.min()) if affordable_spill.size else 1.0
     lo_cost = hi_cost = math.nan
     bound = deployment.max_spill_fraction
-    if b_kind == "level" and curve.level_spill_low and curve.level_spill_high:
+    # A limited pool: no schedule holds more than its units, so none spills less than
+    # those units held all along replay (the headroom rule's replay does not see the cap).
+    pool = curve.pool
+    least = 0.0
+    possible = True
+    if pool is not None and pool.units is not None and pool.units < c_spill.size - 1:
+        top = max(pool.units, 0)
+        least = float(c_spill[top])
+        ceiling_spill = max(ceiling_spill, least)
+        if least > bound + tol:
+            possible = False
+            # What the bound's fields then say: the pool held all along, at the elastic
+            # rate when no term is sold (no level can be committed).
+            rate = re if pool.sells_no_term else r30
+            b_kind, b_i, b_spill = "level", top, least
+            b_cost = float(top * rate + least * dem * q)
+    if possible and b_kind == "level" and curve.level_spill_low and curve.level_spill_high:
         def level_cost(spills: tuple[float, ...]) -> float:
             s = np.asarray(spills)
             ok = np.flatnonzero(s <= bound + tol)
@@ -531,17 +603,20 @@ def choose_cover(
                          else ("level", ic, float(held_cost[ic])))
     if kind == "level" and i == 0:
         kind = "payg"
+    spill = max(float(h_spill[i] if kind == "headroom" else held_spill[i]), least)
     return Cover(
         kind=kind, headroom=float(h[i]) if kind == "headroom" else None,
         level=i if kind != "headroom" else 0,
-        spill_fraction=float(h_spill[i] if kind == "headroom" else held_spill[i]),
-        cost_per_minute=cost, meets_aim=meets, bound_cost_per_minute=b_cost,
+        spill_fraction=spill,
+        cost_per_minute=cost, meets_aim=meets and spill <= aim + tol,
+        bound_cost_per_minute=b_cost,
         bound_spill_fraction=b_spill, bound_level=b_i if b_kind == "level" else 0,
         bound_headroom=float(h[b_i]) if b_kind == "headroom" else None,
         ceiling_per_minute=float(ceiling), ceiling_spill_fraction=ceiling_spill,
         payg_cost_per_minute=float(c_cost[0]),
         bound_cost_low_per_minute=lo_cost, bound_cost_high_per_minute=hi_cost,
         left_out_heaviest=leave_out and kind == "level",
+        pool=pool, least_spill_fraction=least, bound_possible=possible,
     )
 
 
