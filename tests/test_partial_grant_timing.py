@@ -128,3 +128,50 @@ def test_backtest_takes_the_grantable_units_in_the_minute_of_the_refusal(
         if k + lead < len(elastic):
             assert elastic[k + lead] == 2, (k, elastic[k:k + lead + 2])
     assert partial >= 1  # the morning ramp asks for 3 while holding fewer than 2
+
+
+def test_daemon_plans_say_the_bound_cannot_be_met_with_the_pool(
+    engine: Any, tmp_path: Path
+) -> None:
+    """After a refusal the daemon knows the pool (2 units, no term sold): its plans' cover
+    reason says the 1 % bound is not possible with those units, instead of pricing a
+    cover the provider cannot grant (cases/out-of-capacity)."""
+    import sqlalchemy as sa
+
+    from scheduler.config import parse_config
+    from scheduler.daemon.providers import ProviderSet
+    from scheduler.daemon.tick import Daemon, set_provider_clocks
+    from scheduler.ingest.write import ingest_files
+    from scheduler.store import deployments as deployment_store
+    from tests.daemon_support import CONFIG, START, write_trace
+
+    text = CONFIG.replace("[providers.simulated]\n",
+                          "[providers.simulated]\navailable_units = 2\nsupported_terms = []\n"
+                          ).replace("max_spill_fraction = 0.0", "max_spill_fraction = 0.01")
+    path = tmp_path / "capsched.toml"
+    path.write_text(text)
+    cfg = parse_config(tomllib.loads(text), path=path)
+    day = START + dt.timedelta(days=14)
+    providers = ProviderSet(cfg, engine)
+    daemon = Daemon(cfg, engine, providers, instance_id="pool-alert")
+    with engine.begin() as conn:
+        deployment_store.sync_deployments(conn, cfg.deployments)
+    ingest_files(engine, [str(write_trace(tmp_path / "u.csv", 0, until=day + dt.timedelta(
+        days=1)))], deployment="bot", source="gw")
+    t0 = day.replace(hour=7, minute=40)
+    now = [t0]
+    set_provider_clocks(providers, cfg, lambda: now[0])
+    try:
+        for i in range(0, 40):
+            now[0] = t0 + dt.timedelta(minutes=i)
+            daemon.tick(now[0])
+        with engine.connect() as conn:
+            details = conn.execute(sa.text(
+                "SELECT r->>'detail' FROM plan p, jsonb_array_elements(p.reasons) r "
+                "WHERE r->>'rule' = 'cover_on_replay' ORDER BY p.id")).scalars().all()
+    finally:
+        daemon.close()
+    assert details, "no plan carries the cover's reason"
+    assert "not possible with the provider's 2 units" in details[-1], details[-1]
+    assert "the provider sells no reservation" in details[-1]
+    assert not any("not possible" in d for d in details[:1]), "known before any refusal"

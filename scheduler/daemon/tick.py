@@ -50,7 +50,7 @@ from scheduler.pipeline.forecast import (
 from scheduler.pipeline.plan import COMMIT_FORECAST_MINUTES, make_plan
 from scheduler.planning.economics import Commitment
 from scheduler.planning.follow import ROUTINE, FollowedPlan, FollowSettings
-from scheduler.planning.headroom import HeadroomCurve
+from scheduler.planning.headroom import HeadroomCurve, ProviderPool
 from scheduler.planning.planner import SpillToDate
 from scheduler.providers.base import Holdings, Provider
 from scheduler.providers.errors import OutOfCapacityError, ProviderError
@@ -493,6 +493,14 @@ class Daemon:
                                horizon=self.config.daemon.plan_horizon_minutes)
             commit_fc = (model.predict(history.demand, origin=origin,
                                        horizon=COMMIT_FORECAST_MINUTES) if decide else None)
+            # What the provider lets the deployment hold, once a refusal has said so and
+            # no commitment term is sold: the plan's bound alert then says the bound cannot
+            # be met with those units instead of pricing a cover the provider cannot grant.
+            grant = self._grantable.get(deployment.name)
+            sold = (self._terms_on_offer_for(deployment, local_now.date())
+                    if grant is not None else None)
+            pool = (ProviderPool(units=grant[0], terms=sold)
+                    if grant is not None and sold is not None and not sold else None)
             result = make_plan(
                 history=history, forecast=fc, holdings=holdings, now=origin, mode="live",
                 horizon_minutes=self.config.daemon.plan_horizon_minutes,
@@ -501,7 +509,7 @@ class Daemon:
                 headroom=models.headroom.get(deployment.name),
                 zero_load_after_minutes=self.config.ingest.zero_load_after_minutes,
                 commit_terms=(self._terms_on_offer_for(deployment, local_now.date())
-                              if decide else (30, 7)))
+                              if decide else (30, 7)), pool=pool)
             record = result.record
             new_commitments, cut = rails.commitments_with_evidence(
                 result.plan.new_commitments, committed_now=committed_now,
