@@ -193,6 +193,38 @@ def test_block_published_data_is_covered_at_every_position(
     _assert_nominal(cov, f"every position ({block} x {step} min)")
 
 
+def test_block_tables_follow_a_change_in_the_spread(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ServeGen's relative noise swings two- to fivefold between days: quantiles pooled over
+    # the 3-day holdout describe an average day, and the 80 % interval covered 0.74-0.77 in
+    # the hours after the fit (issue #11). Here the noise doubles a day before the history
+    # ends and stays doubled: the per-position tables must follow the last day's spread.
+    step, block = 1, 10
+    n_hist = 14 * DAY
+    change = n_hist - DAY
+    n = n_hist + DAY + 4 * block
+
+    def spliced(seed: int) -> np.ndarray:
+        calm = seasonal(n, step, block=block, sigma=0.08, seed=seed)
+        wild = seasonal(n, step, block=block, sigma=0.16, seed=seed)  # the same draws
+        return np.where(np.arange(n) < change, calm, wild)
+
+    ys = [spliced(90 + s) for s in range(n_series(step))]
+    boundary = block * np.arange(0, DAY // block, 2)
+    models, cal = _fit_capturing(monkeypatch, [y[:n_hist] for y in ys], step)
+    assert cal.block is not None and cal.block.tolist() == [block] * len(ys)
+    cov = _coverage(models, cal, ys, n_hist, boundary, (1, 2, block))
+    # The holdout's errors are a mixture of both spreads, with heavier tails than either:
+    # scaled by the ratio of their medians, the 95 % interval errs wide (0.985 here), on the
+    # planner's safe side; allowed 4 points above nominal.
+    _assert_nominal(cov, "block boundaries after the spread doubled", over95=0.04)
+    # Quantiles pooled over the holdout, not rescaled, fall far short: this check sees it.
+    monkeypatch.setattr(_calibration, "recent_spread_ratio",
+                        lambda e, *_: np.ones((e.shape[0], e.shape[2])))
+    models, cal = _fit_capturing(monkeypatch, [y[:n_hist] for y in ys], step)
+    stale = _coverage(models, cal, ys, n_hist, boundary, (1,))
+    assert stale[1][0] < 0.8 - 2 * TOL80, stale
+
+
 def test_forecast_quantiles_cover_on_block_boundaries() -> None:
     step, block = 1, 10
     n_hist = 14 * DAY
