@@ -1,13 +1,16 @@
 """Backtest the bursty traffic of issue #9 over many seeds and print one row per seed.
 
     python bench/scenarios/bursty_seeds.py [--seeds 1-10] [--gen-days 7] [--end-days N]
-                                           [--estimates] [--jobs 2]
+                                           [--estimates] [--jobs 2] [--weekend 0.15]
 
 The trace is ``bench.scenarios.suite.bursty(gen_days, seed)`` (cases/bursty/gen_bursty.py's
 draws, from Monday 2024-06-03) with cases/bursty/bursty.toml's deployment; the backtest
 bills from 2024-06-05 to the end of the trace (``--end-days`` shortens it), in process, on
 this checkout's code (scheduler.planning.backtest.run_backtest); ``--history-days``
-moves the start (the history before it grows). Per seed:
+moves the start (the history before it grows); ``--weekend F`` scales Saturday's and
+Sunday's tokens (UTC) by F, a weekly shape (issue #9: a quiet weekend before a Monday; with
+``--history-days 7`` every billed day's replay holds the same weekday a week before it).
+Per seed:
 
 * cost, spill %, SL (service level met), x dedicated (at peak, the summary's baseline);
 * x level: cost over the cheapest constant capacity meeting the bound in hindsight, held
@@ -60,8 +63,25 @@ def parse_seeds(text: str) -> list[int]:
     return out
 
 
+def with_weekend(trace: Any, factor: float) -> Any:
+    """``trace`` with Saturday's and Sunday's (UTC) tokens and units scaled by ``factor``."""
+    import dataclasses
+
+    n = trace.units.size
+    minutes = np.datetime64(trace.start.replace(tzinfo=None), "m") + np.arange(n)
+    # 1970-01-01 was a Thursday: day 2 and 3 of the week counted from it are Sat and Sun.
+    weekday = (minutes.astype("datetime64[D]").astype(np.int64) + 3) % 7  # Monday = 0
+    scale = np.where(weekday >= 5, factor, 1.0)
+    assert trace.tokens is not None
+    inp, out, req = trace.tokens
+    inp = np.round(inp * scale).astype(np.int64)
+    out = np.round(out * scale).astype(np.int64)
+    return dataclasses.replace(trace, units=(inp + 3 * out) / 2000.0,
+                               tokens=(inp, out, req))
+
+
 def one(seed: int, gen_days: int, end_days: float | None, estimates: bool,
-        start: dt.datetime = START) -> dict[str, Any]:
+        start: dt.datetime = START, weekend: float | None = None) -> dict[str, Any]:
     # Imported here, after --tree has put the measured checkout first on sys.path.
     from bench.scenarios.suite import Scenario, bursty, config_text, write_usage
     from scheduler.config import load_config
@@ -72,6 +92,8 @@ def one(seed: int, gen_days: int, end_days: float | None, estimates: bool,
     sc = Scenario(f"bursty-{seed}", "bursty", "", (start, None), (start, None),
                   deployment=DEPLOYMENT)
     trace = bursty(gen_days, seed)
+    if weekend is not None:
+        trace = with_weekend(trace, weekend)
     end = (start + dt.timedelta(days=end_days)) if end_days else None
     with tempfile.TemporaryDirectory(prefix="bursty-seeds-") as tmp:
         work = Path(tmp)
@@ -167,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--history-days", type=int, default=2,
                     help="days of the trace before billing starts (2: from 2024-06-05)")
+    ap.add_argument("--weekend", type=float, default=None,
+                    help="scale Saturday's and Sunday's (UTC) tokens by this (a weekly shape)")
     ap.add_argument("--json", type=Path, help="write the rows here")
     ap.add_argument("--tree", type=Path,
                     help="measure this capsched checkout's scheduler/ and forecasting/")
@@ -177,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = parse_seeds(args.seeds)
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as ex:
         start = dt.datetime(2024, 6, 3, tzinfo=UTC) + dt.timedelta(days=args.history_days)
-        futures = [ex.submit(one, sd, args.gen_days, args.end_days, args.estimates, start)
+        futures = [ex.submit(one, sd, args.gen_days, args.end_days, args.estimates, start,
+                             args.weekend)
                    for sd in seeds]
         rows = []
         for f in futures:

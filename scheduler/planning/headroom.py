@@ -216,6 +216,13 @@ def constant_level_spill(demand: npt.ArrayLike, levels: int) -> FloatArray:
 #: with each day after it lets the days that needed less outweigh it within days.
 LEVEL_HALF_LIFE_DAYS = 1.0
 
+#: A quiet spell does not set the level held (:func:`held_level_spill`): a whole day whose
+#: demand is at most the window's median day's divided by this is quiet. A weekend before
+#: a weekday is quiet; whole days of steady traffic, heavy-tailed bursts included, differ
+#: by well under this (gen_bursty: 0.80x-1.35x between two days at the 5th-99th
+#: percentile of the ratio), and one heavy day raises no median.
+QUIET_DAY_RATIO = 1.5
+
 
 #: Block bootstrap of the replay: blocks of an hour (bursts and the daily cycle stay
 #: whole inside a block), this many draws, and the percentiles kept as the range.
@@ -307,6 +314,13 @@ def held_level_spill(curve: HeadroomCurve, aim: float, *,
     the highest level on its own to keep its spill within ``aim`` is left out: one day's
     bursts do not set the level held on the days after it. Without per-day data:
     ``curve.level_spill``.
+
+    A quiet spell does not set the level: when the latest day was quiet (demand at most
+    the window's median day's / :data:`QUIET_DAY_RATIO`), the spill at each level is at
+    least the latest ordinary day's own spill fraction, so the level held is never under
+    what that day needed. Recency weights alone choose a Monday's level on the weekend
+    before it; a lasting fall holds the level of the day before it until quiet days are
+    the window's median (half the window), then comes down as before.
     """
     pooled = np.asarray(curve.level_spill, dtype=np.float64)
     if not curve.day_spill or not curve.day_demand:
@@ -324,9 +338,24 @@ def held_level_spill(curve: HeadroomCurve, aim: float, *,
         w = w.copy()
         w[int(np.argmax(np.where(dem > 0, own, -1)))] = 0.0
     total = float(w @ dem)
-    if total <= 0:
-        return pooled
-    return np.asarray(np.maximum(w @ spill, 0.0) / total, np.float64)
+    held = pooled if total <= 0 else np.maximum(w @ spill, 0.0) / total
+    floor = _quiet_spell_floor(spill, dem)
+    if floor is not None:
+        held = np.maximum(held, floor)
+    return np.asarray(held, np.float64)
+
+
+def _quiet_spell_floor(spill: FloatArray, demand: FloatArray) -> FloatArray | None:
+    """The spill fraction per level on the latest ordinary day, when the latest day was
+    quiet (its demand at most the window's median day's / :data:`QUIET_DAY_RATIO`); else
+    None. ``spill`` (days, levels) and ``demand`` (days,) are
+    :attr:`HeadroomCurve.day_spill` and ``day_demand``, oldest first."""
+    typical = float(np.median(demand))
+    quiet = demand * QUIET_DAY_RATIO <= typical
+    if typical <= 0 or not quiet[-1]:
+        return None
+    last = int(np.flatnonzero(~quiet)[-1])
+    return np.asarray(np.maximum(spill[last], 0.0) / demand[last], np.float64)
 
 
 def headroom_curves(
