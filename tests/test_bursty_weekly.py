@@ -6,8 +6,9 @@ latest (a day's weight halves each day), so on a Monday the weekend before it ca
 most of the weight. When the latest day was quiet (its demand at most the window's
 median day's / QUIET_DAY_RATIO), the held spill at each level is at least the latest
 ordinary day's own spill fraction (``scheduler.planning.headroom.held_level_spill``):
-the level held is never under what that day needed. Steady traffic, one heavy day, or a
-lasting fall once quiet days are half the window: nothing changes.
+the level held is never under what that day needed. Steady traffic, one heavy day, a
+lasting fall once quiet days are half the window, or a Sunday whose window holds the
+quiet Sunday before it: nothing changes.
 
 Values are checked against brute force on the minutes, not against the code's own sums.
 """
@@ -109,6 +110,18 @@ def test_without_a_quiet_latest_day_the_recent_days_decide() -> None:
         for d in (flat, heavy, sat, fall):
             for leave_out in (False, True):
                 assert held(d, leave_out) == expected_recent(split(d), leave_out)
+    # The coming day a Sunday, the window Sunday .. Saturday: the day a week before it was
+    # quiet too, so the quiet Saturday is no reason to hold Friday's level (seed 9's
+    # Friday needed more than the recent days). Without last Sunday (six days) it is.
+    sunday = np.concatenate([week(109, 0.15)[6 * DAY:], week(9, 0.15)[:6 * DAY]])
+    days = split(sunday)
+    friday = day_level(days[-2], AIM)
+    for leave_out in (False, True):
+        recent = expected_recent(days, leave_out)
+        assert recent < friday
+        assert held(sunday, leave_out) == recent
+        assert held(sunday[DAY:], leave_out) == max(friday,
+                                                    expected_recent(days[1:], leave_out))
     # Three days into the same fall (under half the window), the day before it still sets
     # the floor.
     fall3 = week(5, 1.0)

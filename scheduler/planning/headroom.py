@@ -318,9 +318,11 @@ def held_level_spill(curve: HeadroomCurve, aim: float, *,
     A quiet spell does not set the level: when the latest day was quiet (demand at most
     the window's median day's / :data:`QUIET_DAY_RATIO`), the spill at each level is at
     least the latest ordinary day's own spill fraction, so the level held is never under
-    what that day needed. Recency weights alone choose a Monday's level on the weekend
-    before it; a lasting fall holds the level of the day before it until quiet days are
-    the window's median (half the window), then comes down as before.
+    what that day needed; unless the window holds the day a week before the coming one
+    and it was quiet too (a Sunday after a Saturday). Recency weights alone choose a
+    Monday's level on the weekend before it; a lasting fall holds the level of the day
+    before it until quiet days are the window's median (half the window), then comes
+    down as before.
     """
     pooled = np.asarray(curve.level_spill, dtype=np.float64)
     if not curve.day_spill or not curve.day_demand:
@@ -347,12 +349,14 @@ def held_level_spill(curve: HeadroomCurve, aim: float, *,
 
 def _quiet_spell_floor(spill: FloatArray, demand: FloatArray) -> FloatArray | None:
     """The spill fraction per level on the latest ordinary day, when the latest day was
-    quiet (its demand at most the window's median day's / :data:`QUIET_DAY_RATIO`); else
-    None. ``spill`` (days, levels) and ``demand`` (days,) are
+    quiet (its demand at most the window's median day's / :data:`QUIET_DAY_RATIO`) and
+    the day a week before the coming one, when the window holds it (the seventh counted
+    back from its end), was not quiet too (a weekend's second day follows a quiet one);
+    else None. ``spill`` (days, levels) and ``demand`` (days,) are
     :attr:`HeadroomCurve.day_spill` and ``day_demand``, oldest first."""
     typical = float(np.median(demand))
     quiet = demand * QUIET_DAY_RATIO <= typical
-    if typical <= 0 or not quiet[-1]:
+    if typical <= 0 or not quiet[-1] or (demand.size >= 7 and quiet[-7]):
         return None
     last = int(np.flatnonzero(~quiet)[-1])
     return np.asarray(np.maximum(spill[last], 0.0) / demand[last], np.float64)
