@@ -279,7 +279,7 @@ def test_servegen_m_small_coverage_and_accuracy(m_small_report: dict[str, Any]) 
 
 
 @pytest.mark.xfail(strict=True, reason="the issue's 1 h and 24 h targets are not met yet "
-                   "(measured 0.585 and 0.773); strict, so meeting them turns this red")
+                   "(0.593 and 0.779 on 2026-11-29); strict: meeting them turns this red")
 def test_servegen_m_small_meets_the_issue_targets(m_small_report: dict[str, Any]) -> None:
     h = m_small_report["horizons"]
     targets = {"5": 0.35, "60": 0.55, "1440": 0.70}
