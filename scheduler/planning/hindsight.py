@@ -251,19 +251,8 @@ class _Problem:
         weight, value, count, owner = weight[keep], value[keep], count[keep], owner[keep]
         order = np.lexsort((weight, -(value / weight)))
         weight, count, owner = weight[order], count[order], owner[order]
-        budget = self.budget * (1 + 1e-12)
-        cum = np.cumsum(weight * count)
-        k = int(np.searchsorted(cum, budget, side="right"))
-        taken = np.zeros(weight.shape[0], dtype=np.int64)
-        taken[:k] = count[:k]
-        left = budget - (float(cum[k - 1]) if k > 0 else 0.0)
-        for j in range(k, weight.shape[0]):
-            if left < 1e-15:
-                break
-            if weight[j] <= left:
-                m = min(int(count[j]), int(left // weight[j]))
-                taken[j] = m
-                left -= m * float(weight[j])
+        taken = _greedy_take(weight, count, np.cumsum(weight * count),
+                             self.budget * (1 + 1e-12))
         drops = np.zeros(self.n, dtype=np.int64)
         np.add.at(drops, owner, taken)
         elastic = need - drops
@@ -518,21 +507,28 @@ class _Greedy:
         return saved
 
     def take(self, budget: float) -> tuple[IntArray, float]:
-        weight, count = self.weight, self.count
-        k = int(np.searchsorted(self.cum, budget, side="right"))
-        taken = np.zeros(weight.shape[0], dtype=np.int64)
-        taken[:k] = count[:k]
-        left = budget - (float(self.cum[k - 1]) if k > 0 else 0.0)
-        for j in range(k, weight.shape[0]):
-            if left < 1e-15:
-                break
-            if weight[j] <= left:
-                m = min(int(count[j]), int(left // weight[j]))
-                taken[j] = m
-                left -= m * float(weight[j])
+        taken = _greedy_take(self.weight, self.count, self.cum, budget)
         drops = np.zeros(self.n, dtype=np.int64)
         np.add.at(drops, self.owner, taken)
         return drops, float(np.sum(self.value * taken))
+
+
+def _greedy_take(weight: FloatArray, count: IntArray, cum: FloatArray, budget: float
+                 ) -> IntArray:
+    """Items (sorted by value per unit of weight) taken whole while ``budget`` lasts, then
+    any later item that still fits: how many of each (``cum`` = cumsum(weight x count))."""
+    k = int(np.searchsorted(cum, budget, side="right"))
+    taken = np.zeros(weight.shape[0], dtype=np.int64)
+    taken[:k] = count[:k]
+    left = budget - (float(cum[k - 1]) if k > 0 else 0.0)
+    for j in range(k, weight.shape[0]):
+        if left < 1e-15:
+            break
+        if weight[j] <= left:
+            m = min(int(count[j]), int(left // weight[j]))
+            taken[j] = m
+            left -= m * float(weight[j])
+    return taken
 
 
 def hindsight_optimum(
