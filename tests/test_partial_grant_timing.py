@@ -21,30 +21,10 @@ def test_daemon_takes_the_grantable_units_in_the_tick_of_the_refusal(
     """Ticks every minute through the 08:00 ramp of a pool of 2 (the peak needs 3): the
     tick whose scale-up is refused also journals and confirms the capped target 2, decided
     and sent in the same minute; the provider holds 2 units from that minute + lead."""
-    from scheduler.config import parse_config
-    from scheduler.daemon.providers import ProviderSet
-    from scheduler.daemon.tick import Daemon, set_provider_clocks
-    from scheduler.ingest.write import ingest_files
-    from scheduler.store import deployments as deployment_store
     from scheduler.store import journal as journal_store
-    from tests.daemon_support import CONFIG, START, write_trace
 
-    text = CONFIG.replace("[providers.simulated]\n",
-                          "[providers.simulated]\navailable_units = 2\nsupported_terms = []\n")
-    path = tmp_path / "capsched.toml"
-    path.write_text(text)
-    cfg = parse_config(tomllib.loads(text), path=path)
+    cfg, providers, daemon, t0, now = _pool_daemon(engine, tmp_path, "partial-timing")
     dep = cfg.deployment("bot")
-    day = START + dt.timedelta(days=14)
-    providers = ProviderSet(cfg, engine)
-    daemon = Daemon(cfg, engine, providers, instance_id="partial-timing")
-    with engine.begin() as conn:
-        deployment_store.sync_deployments(conn, cfg.deployments)
-    ingest_files(engine, [str(write_trace(tmp_path / "u.csv", 0, until=day + dt.timedelta(
-        days=1)))], deployment="bot", source="gw")
-    t0 = day.replace(hour=7, minute=40)
-    now = [t0]
-    set_provider_clocks(providers, cfg, lambda: now[0])
     try:
         for i in range(0, 30):  # a tick every minute, 07:40 .. 08:09
             now[0] = t0 + dt.timedelta(minutes=i)
@@ -138,29 +118,8 @@ def test_daemon_plans_say_the_bound_cannot_be_met_with_the_pool(
     cover the provider cannot grant (cases/out-of-capacity)."""
     import sqlalchemy as sa
 
-    from scheduler.config import parse_config
-    from scheduler.daemon.providers import ProviderSet
-    from scheduler.daemon.tick import Daemon, set_provider_clocks
-    from scheduler.ingest.write import ingest_files
-    from scheduler.store import deployments as deployment_store
-    from tests.daemon_support import CONFIG, START, write_trace
-
-    text = CONFIG.replace("[providers.simulated]\n",
-                          "[providers.simulated]\navailable_units = 2\nsupported_terms = []\n"
-                          ).replace("max_spill_fraction = 0.0", "max_spill_fraction = 0.01")
-    path = tmp_path / "capsched.toml"
-    path.write_text(text)
-    cfg = parse_config(tomllib.loads(text), path=path)
-    day = START + dt.timedelta(days=14)
-    providers = ProviderSet(cfg, engine)
-    daemon = Daemon(cfg, engine, providers, instance_id="pool-alert")
-    with engine.begin() as conn:
-        deployment_store.sync_deployments(conn, cfg.deployments)
-    ingest_files(engine, [str(write_trace(tmp_path / "u.csv", 0, until=day + dt.timedelta(
-        days=1)))], deployment="bot", source="gw")
-    t0 = day.replace(hour=7, minute=40)
-    now = [t0]
-    set_provider_clocks(providers, cfg, lambda: now[0])
+    _cfg, _providers, daemon, t0, now = _pool_daemon(engine, tmp_path, "pool-alert",
+                                                     max_spill_fraction=0.01)
     try:
         for i in range(0, 40):
             now[0] = t0 + dt.timedelta(minutes=i)
@@ -175,3 +134,37 @@ def test_daemon_plans_say_the_bound_cannot_be_met_with_the_pool(
     assert "not possible with the provider's 2 units" in details[-1], details[-1]
     assert "the provider sells no reservation" in details[-1]
     assert not any("not possible" in d for d in details[:1]), "known before any refusal"
+
+
+def _pool_daemon(engine: Any, tmp_path: Path, instance: str, *,
+                 max_spill_fraction: float | None = None) -> tuple[Any, Any, Any, dt.datetime,
+                                                                   list[dt.datetime]]:
+    """The daemon of tests/daemon_support.py against a simulated pool of 2 units that sells
+    no term, two weeks of usage ingested, its clock at ``now[0]`` = 07:40 of day 14:
+    (config, providers, daemon, t0, now)."""
+    from scheduler.config import parse_config
+    from scheduler.daemon.providers import ProviderSet
+    from scheduler.daemon.tick import Daemon, set_provider_clocks
+    from scheduler.ingest.write import ingest_files
+    from scheduler.store import deployments as deployment_store
+    from tests.daemon_support import CONFIG, START, write_trace
+
+    text = CONFIG.replace("[providers.simulated]\n",
+                          "[providers.simulated]\navailable_units = 2\nsupported_terms = []\n")
+    if max_spill_fraction is not None:
+        text = text.replace("max_spill_fraction = 0.0",
+                            f"max_spill_fraction = {max_spill_fraction}")
+    path = tmp_path / "capsched.toml"
+    path.write_text(text)
+    cfg = parse_config(tomllib.loads(text), path=path)
+    day = START + dt.timedelta(days=14)
+    providers = ProviderSet(cfg, engine)
+    daemon = Daemon(cfg, engine, providers, instance_id=instance)
+    with engine.begin() as conn:
+        deployment_store.sync_deployments(conn, cfg.deployments)
+    ingest_files(engine, [str(write_trace(tmp_path / "u.csv", 0, until=day + dt.timedelta(
+        days=1)))], deployment="bot", source="gw")
+    t0 = day.replace(hour=7, minute=40)
+    now = [t0]
+    set_provider_clocks(providers, cfg, lambda: now[0])
+    return cfg, providers, daemon, t0, now
