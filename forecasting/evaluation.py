@@ -14,7 +14,12 @@ import numpy.typing as npt
 from ._core import steps_for
 from ._gaps import mask_suspected_gaps
 from ._model import FittedModel, fit
-from ._time import MINUTES_PER_DAY, CalendarDay
+from ._time import MINUTES_PER_DAY, CalendarDay, epoch_minutes
+
+#: Day-block bootstrap resamples behind the ``*_range`` fields, and the fixed seed that
+#: makes a report reproducible (the same inputs give the same ranges).
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,14 @@ class HorizonScore:
     #: give 0.054 at 80 %, more than the 3 points asked of the intervals.
     coverage_80_se: float | None = None
     coverage_95_se: float | None = None
+    #: 90 % day-block bootstrap ranges (5th, 95th percentile over resamples of whole origin
+    #: days) of ``mase`` and of the two coverages; None with fewer than 2 origin days (or
+    #: when the score itself is undefined). See :func:`rolling_origin_eval`.
+    mase_range: tuple[float, float] | None = None
+    coverage_80_range: tuple[float, float] | None = None
+    coverage_95_range: tuple[float, float] | None = None
+    #: Distinct UTC days of the origins of the scored points (the bootstrap's blocks).
+    n_days: int = 0
 
 
 @dataclass(frozen=True)
@@ -77,10 +90,18 @@ class EvalReport:
                     "coverage_80_se": s.coverage_80_se,
                     "coverage_95_se": s.coverage_95_se,
                     "n_points": s.n_points,
+                    "mase_range": _as_list(s.mase_range),
+                    "coverage_80_range": _as_list(s.coverage_80_range),
+                    "coverage_95_range": _as_list(s.coverage_95_range),
+                    "n_days": s.n_days,
                 }
                 for s in self.scores
             },
         }
+
+
+def _as_list(r: tuple[float, float] | None) -> list[float] | None:
+    return None if r is None else [r[0], r[1]]
 
 
 def _nan_or(x: float) -> float:
@@ -103,6 +124,8 @@ def rolling_origin_eval(
     origin_every_minutes: float = 1.0,
     first_origin_minutes: float | None = None,
     window_minutes: float | None = None,
+    bootstrap_resamples: int = BOOTSTRAP_RESAMPLES,
+    bootstrap_seed: int = BOOTSTRAP_SEED,
 ) -> EvalReport:
     """Evaluate forecasts made from every origin of the last ``eval_days`` of ``series``.
 
@@ -126,6 +149,23 @@ def rolling_origin_eval(
     both come from the series with suspected zero gaps masked; points where either is
     missing are skipped. The naive is the weekly seasonal naive when the series spans two
     weeks, else the daily one.
+
+    Uncertainty: ``mase_range``, ``coverage_80_range`` and ``coverage_95_range`` are 90 %
+    percentile intervals (the 5th and 95th percentiles; Efron & Tibshirani, *An
+    Introduction to the Bootstrap*, 1993, ch. 13) of a day-block bootstrap: the scored
+    points are grouped by the UTC day of their *origin* (``n_days`` groups), and
+    ``bootstrap_resamples`` resamples draw that many whole days with replacement (a
+    ``numpy.random.default_rng(bootstrap_seed)`` per horizon, so a report is reproducible
+    and a horizon's range does not depend on the other horizons asked for). Each resample's
+    relative MAE is a ratio of sums, sum |e| / sum |e_naive| over its points, like the
+    point estimate; its coverages are the share of its points inside the interval. Whole
+    days are the blocks, in the spirit of the moving-block bootstrap for dependent data
+    (Künsch, Ann. Statist. 17(3) 1989; here non-overlapping blocks at day boundaries),
+    because the errors of origins within a day share that day's level and are far from
+    independent: ``coverage_*_se`` treats points as independent and understates the
+    spread. Days are still taken as independent of each other, so with a week of origins
+    the range is itself rough and, if levels persist across days, still somewhat narrow.
+    None with fewer than 2 origin days.
     """
     raw = np.asarray(series, dtype=np.float64).reshape(-1)
     n = raw.size
@@ -147,9 +187,12 @@ def rolling_origin_eval(
     qs = tuple(float(q) for q in quantiles)
     lookback = steps_for(MINUTES_PER_DAY, step_minutes)
     phases: set[float] = set()
-    points: dict[int, list[tuple[float, float, npt.NDArray[np.float64], float]]] = {
+    points: dict[int, list[tuple[float, float, npt.NDArray[np.float64], float, int]]] = {
         h: [] for h in h_steps
     }
+    # The UTC day of an origin (the bootstrap's block): minutes since the epoch when the
+    # series' start is known, else since the series start.
+    t0 = 0.0 if start is None else epoch_minutes(start)
     model: FittedModel | None = None
     fit_at = -1
     fit_from = 0
@@ -181,7 +224,8 @@ def rolling_origin_eval(
             pred = fc.mean[h - 1]
             if not (math.isfinite(y) and math.isfinite(naive) and math.isfinite(pred)):
                 continue
-            points[h].append((y - pred, y - naive, y - qmat[:, h - 1], y))
+            day = int((t0 + o * step_minutes) // MINUTES_PER_DAY)
+            points[h].append((y - pred, y - naive, y - qmat[:, h - 1], y, day))
     scores = []
     qarr = np.asarray(qs)
     for h_min, h in zip(horizons, h_steps, strict=True):
@@ -194,6 +238,7 @@ def rolling_origin_eval(
         en = np.array([p[1] for p in pts])
         eq = np.stack([p[2] for p in pts])  # y - quantile, (points, nq)
         yv = np.array([p[3] for p in pts])
+        days = np.array([p[4] for p in pts], dtype=np.int64)
         mae = float(np.mean(np.abs(e)))
         fv = yv - e
         denom = np.abs(yv) + np.abs(fv)
@@ -201,21 +246,30 @@ def rolling_origin_eval(
             smape = float(np.mean(np.where(denom > 0, 200.0 * np.abs(e) / denom, 0.0)))
         mae_naive = float(np.mean(np.abs(en)))
         pinball = float(np.mean(np.maximum(qarr * eq, (qarr - 1.0) * eq)))
+        in80 = _inside(qs, eq, 0.1, 0.9)
+        in95 = _inside(qs, eq, 0.025, 0.975)
+        ranges = _day_block_ranges(days, np.abs(e), np.abs(en), in80, in95,
+                                   resamples=bootstrap_resamples, seed=bootstrap_seed)
+        mase = _nan_or(mae / mae_naive) if mae_naive > 0 else math.nan
         scores.append(
             HorizonScore(
                 horizon_minutes=float(h_min),
                 mae=mae,
                 mae_naive=mae_naive,
-                mase=_nan_or(mae / mae_naive) if mae_naive > 0 else math.nan,
+                mase=mase,
                 pinball=pinball,
-                coverage_80=_interval_coverage(qs, eq, 0.1, 0.9),
-                coverage_95=_interval_coverage(qs, eq, 0.025, 0.975),
+                coverage_80=None if in80 is None else float(np.mean(in80)),
+                coverage_95=None if in95 is None else float(np.mean(in95)),
                 n_points=len(pts),
                 smape=smape,
                 mase_insample=_nan_or(mae / scale),
                 msis=_msis(qs, eq, yv, scale),
                 coverage_80_se=_coverage_se(0.8, len(pts)),
                 coverage_95_se=_coverage_se(0.95, len(pts)),
+                mase_range=ranges[0] if math.isfinite(mase) else None,
+                coverage_80_range=ranges[1],
+                coverage_95_range=ranges[2],
+                n_days=int(np.unique(days).size),
             )
         )
     return EvalReport(
@@ -232,16 +286,71 @@ def rolling_origin_eval(
     )
 
 
-def _interval_coverage(
+def _inside(
     qs: tuple[float, ...], eq: npt.NDArray[np.float64], lo: float, hi: float
-) -> float | None:
+) -> npt.NDArray[np.bool_] | None:
+    """Per point (shape (points,)): is y inside [quantile lo, quantile hi]; None if either
+    level is not among ``qs``."""
     try:
         i = next(j for j, q in enumerate(qs) if math.isclose(q, lo))
         k = next(j for j, q in enumerate(qs) if math.isclose(q, hi))
     except StopIteration:
         return None
     # eq holds y - quantile: inside the interval means y >= lower and y <= upper.
-    return float(np.mean((eq[:, i] >= 0) & (eq[:, k] <= 0)))
+    return (eq[:, i] >= 0) & (eq[:, k] <= 0)
+
+
+Range = tuple[float, float]
+
+
+def _day_block_ranges(
+    days: npt.NDArray[np.int64],
+    abs_e: npt.NDArray[np.float64],
+    abs_en: npt.NDArray[np.float64],
+    in80: npt.NDArray[np.bool_] | None,
+    in95: npt.NDArray[np.bool_] | None,
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> tuple[Range | None, Range | None, Range | None]:
+    """Day-block bootstrap 5th / 95th percentiles of relMAE, 80 % and 95 % coverage.
+
+    ``days`` (shape (points,), any integer labels) groups the points into blocks; the other
+    arrays are per point: |forecast error|, |seasonal-naive error| and the in-interval
+    flags. A resample draws ``n_days`` whole days with replacement: the (resamples, n_days)
+    multinomial count matrix times the per-day sums gives every resample's sums at once
+    (the same distribution as drawing day indices, without a (resamples, points) array).
+    relMAE per resample is sum |e| / sum |e_naive|, a ratio of sums like the point
+    estimate; resamples whose naive sum is 0 are left out. Returns (None, None, None) with
+    fewer than 2 days; a coverage range is None when its flags are.
+    """
+    labels, day_of = np.unique(days, return_inverse=True)
+    n_days = labels.size
+    if n_days < 2 or resamples < 1:
+        return None, None, None
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n_days, np.full(n_days, 1.0 / n_days), size=resamples)
+    counts = counts.astype(np.float64)
+
+    def per_day(v: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+        return np.asarray(np.bincount(day_of, weights=v.astype(np.float64), minlength=n_days),
+                          dtype=np.float64)
+
+    n_pts = counts @ per_day(np.ones(days.size))
+
+    def pct(x: npt.NDArray[np.float64]) -> Range | None:
+        x = x[np.isfinite(x)]
+        if x.size == 0:
+            return None
+        lo, hi = np.percentile(x, [5.0, 95.0])
+        return float(lo), float(hi)
+
+    num, den = counts @ per_day(abs_e), counts @ per_day(abs_en)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(den > 0, num / den, np.nan)
+    cov80 = None if in80 is None else pct(counts @ per_day(in80) / n_pts)
+    cov95 = None if in95 is None else pct(counts @ per_day(in95) / n_pts)
+    return pct(rel), cov80, cov95
 
 
 def _coverage_se(nominal: float, n: int) -> float | None:
