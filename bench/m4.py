@@ -62,10 +62,12 @@ def forecast_one(args: tuple[str, np.ndarray, str]) -> Result:
     with threadpoolctl.threadpool_limits(1):
         if method == "fast":
             fc = forecasting.forecast(x, step_minutes=60, horizon=H, quantiles=LEVELS,
-                                      zero_gap_minutes=0)
+                                      zero_gap_minutes=0, method="fast")
         else:
-            fc = forecasting.select_forecast(x, step_minutes=60, horizon=H, quantiles=LEVELS,
-                                             zero_gap_minutes=0)
+            # The package's one-call entry, as a user calls it: at hourly steps it runs the
+            # per-series choice (forecasting.select_forecast).
+            fc = forecasting.forecast(x, step_minutes=60, horizon=H, quantiles=LEVELS,
+                                      zero_gap_minutes=0)
     return sid, fc.mean, fc.quantiles, fc.model, time.perf_counter() - t0
 
 

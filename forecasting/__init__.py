@@ -23,7 +23,14 @@ daylight-saving changes. ``calendar`` lists exceptional local days
 history and to shape the forecast. Runs of at least ``zero_gap_minutes`` exact zeros
 where load is expected are treated as logging gaps (0 disables).
 
-Model (chosen by measurement, see the bench script): a linear harmonic regression
+``forecast`` (and ``forecast_batch``) choose a model per series by rolling-origin
+validation on grids of 5 minutes or more (``select_forecast``: statsmodels exponential
+smoothing, Theta, MSTL, SARIMA, seasonal naive and the harmonic model, or an equal-weight
+combination) and use the fast harmonic path on finer grids; ``method="choice"`` or
+``method="fast"`` forces one (``uses_model_choice``). ``fast_forecast`` is the fast path
+alone.
+
+The fast path (chosen by measurement, see the bench script): a linear harmonic regression
 (Fourier terms of the local time of day, and of the local week once two weeks are
 observed) fitted by weighted least squares for all series at once on one shared design
 matrix, with recent weeks weighted more; a robust linear trend (a batched Huber
@@ -59,10 +66,17 @@ from ._gaps import (
     sustained_zeros,
     zero_run_is_gap,
 )
-from ._model import FittedModel, Forecast, fit, fit_batch, forecast, forecast_batch
+from ._model import FittedModel, Forecast, fast_forecast, fast_forecast_batch, fit, fit_batch
 from ._time import CalendarDay
 from .evaluation import EvalReport, HorizonScore, rolling_origin_eval
-from .select import Choice, default_family, select_forecast
+from .select import (
+    Choice,
+    default_family,
+    forecast,
+    forecast_batch,
+    select_forecast,
+    uses_model_choice,
+)
 
 __all__ = [
     "ZERO_LOAD_AFTER_MINUTES",
@@ -74,6 +88,8 @@ __all__ = [
     "HorizonScore",
     "default_family",
     "evidence_level",
+    "fast_forecast",
+    "fast_forecast_batch",
     "fit",
     "fit_batch",
     "forecast",
@@ -83,5 +99,6 @@ __all__ = [
     "rolling_origin_eval",
     "select_forecast",
     "sustained_zeros",
+    "uses_model_choice",
     "zero_run_is_gap",
 ]

@@ -557,7 +557,7 @@ def _forecast_from(model: FittedModel, history: FloatArray, horizon: int) -> For
     return model.predict(history, origin=history.size, horizon=horizon)
 
 
-def forecast(
+def fast_forecast(
     history: npt.ArrayLike,
     *,
     step_minutes: float,
@@ -568,14 +568,15 @@ def forecast(
     calendar: Sequence[CalendarDay] | None = None,
     zero_gap_minutes: float = 10,
 ) -> Forecast:
-    """Fit on ``history`` and forecast the ``horizon`` steps that follow it."""
+    """The fast harmonic path alone: fit on ``history`` and forecast the ``horizon`` steps
+    that follow it (``forecasting.forecast`` with ``method="fast"``)."""
     h = np.asarray(history, dtype=np.float64).reshape(-1)
     model = fit(h, step_minutes=step_minutes, start=start, timezone=timezone, calendar=calendar,
                 quantiles=quantiles, zero_gap_minutes=zero_gap_minutes)
     return _forecast_from(model, h, horizon)
 
 
-def forecast_batch(
+def fast_forecast_batch(
     histories: Sequence[npt.ArrayLike] | npt.NDArray[Any],
     *,
     step_minutes: float,
@@ -586,7 +587,7 @@ def forecast_batch(
     calendars: Sequence[Sequence[CalendarDay] | None] | None = None,
     zero_gap_minutes: float = 10,
 ) -> list[Forecast]:
-    """Batch form of ``forecast``: one shared fit, one forecast per series."""
+    """Batch form of :func:`fast_forecast`: one shared fit, one forecast per series."""
     series = _as_series(histories)
     models = fit_batch(series, step_minutes=step_minutes, starts=starts, timezones=timezones,
                        calendars=calendars, quantiles=quantiles,
