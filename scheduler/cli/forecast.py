@@ -215,14 +215,18 @@ def cmd_forecast_eval(ctx: cli.Context) -> int:
               f"covering {result['window_phases']} of the {ctx.args.window}-minute window's "
               "phases")
         print(cli.format_table(
-            ["HORIZON(min)", "MAE", "REL MAE", "MASE(in-sample)", "sMAPE", "PINBALL",
-             "COVER80", "COVER95", "MSIS", "POINTS"],
+            ["HORIZON(min)", "MAE", "REL MAE", "REL MAE 90%", "MASE(in-sample)", "sMAPE",
+             "PINBALL", "COVER80", "COVER95", "MSIS", "POINTS"],
             [[h, _fmt(s.get("mae"), ".4g"), _fmt(s.get("mase"), ".3f"),
+              _fmt_range(s.get("mase_range")),
               _fmt(s.get("mase_insample"), ".3f"), _fmt(s.get("smape"), ".2f"),
               _fmt(s.get("pinball"), ".4g"), _fmt(s.get("coverage_80"), ".3f"),
               _fmt(s.get("coverage_95"), ".3f"), _fmt(s.get("msis"), ".3f"),
               s.get("n_points", 0)]
              for h, s in result["horizons"].items()]))
+        days = max((s.get("n_days", 0) for s in result["horizons"].values()), default=0)
+        print(f"REL MAE 90%: 5th-95th percentile of a day-block bootstrap over {days} origin "
+              "day(s) (1000 resamples of whole days; n/a with fewer than 2)")
     if short:
         # Every scored point needs the seasonal naive of a day (or week) earlier.
         print(f"capsched: {parsed.path}: {series.size} minute(s) of usage are too short to "
@@ -232,6 +236,13 @@ def cmd_forecast_eval(ctx: cli.Context) -> int:
               "after its origin; evaluate a longer trace", file=sys.stderr)
         return cli.EXIT_FAILED
     return cli.EXIT_OK
+
+
+def _fmt_range(value: Any) -> str:
+    """A bootstrap range ``[lo, hi]`` as ``0.771-0.893``; ``n/a`` when there is none."""
+    if not value or not all(isinstance(v, float) and np.isfinite(v) for v in value):
+        return "n/a"
+    return f"{value[0]:.3f}-{value[1]:.3f}"
 
 
 def _fmt(value: Any, spec: str) -> str:
