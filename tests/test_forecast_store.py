@@ -64,3 +64,23 @@ def test_forecast_eval_reports_every_horizon(
         assert score["n_points"] > 0
         assert 0 < score["mase"] < 1.5
         assert 0 <= score["coverage_80"] <= score["coverage_95"] <= 1
+
+
+def test_forecast_eval_text_shows_the_day_block_range(
+    tmp_path: Path, traces_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "capsched.toml"
+    config.write_text(CONFIG)
+    code = main(["--config", str(config), "forecast", "eval", "--usage",
+                 str(traces_dir / "servegen_m-small.csv"), "--eval-days", "3",
+                 "--origin-every", "60m", "--horizons", "1h"])
+    assert code == 0
+    out = capsys.readouterr().out.splitlines()
+    header = next(line for line in out if line.startswith("HORIZON"))
+    assert "REL MAE 90%" in header
+    row = next(line for line in out if line.startswith("60 "))
+    cells = row.split()
+    rel = float(cells[2])
+    lo, hi = (float(v) for v in cells[3].split("-"))
+    assert lo <= rel <= hi and lo < hi
+    assert any("day-block bootstrap over 3 origin day(s)" in line for line in out)
