@@ -24,7 +24,7 @@ history and to shape the forecast. Runs of at least ``zero_gap_minutes`` exact z
 where load is expected are treated as logging gaps (0 disables).
 
 ``forecast`` (and ``forecast_batch``) choose a model per series by rolling-origin
-validation on grids of 5 minutes or more (``select_forecast``: statsmodels exponential
+validation on grids of 15 minutes or more (``select_forecast``: statsmodels exponential
 smoothing, Theta, MSTL, SARIMA, seasonal naive and the harmonic model, or an equal-weight
 combination) and use the fast harmonic path on finer grids; ``method="choice"`` or
 ``method="fast"`` forces one (``uses_model_choice``). ``fast_forecast`` is the fast path

@@ -20,6 +20,9 @@ from ._time import MINUTES_PER_DAY, CalendarDay, epoch_minutes
 #: makes a report reproducible (the same inputs give the same ranges).
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
+#: Fewer origin days than this give no range: with 2-4 days the 5th and 95th percentiles
+#: are little more than the best and the worst day.
+BOOTSTRAP_MIN_DAYS = 5
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,7 @@ class HorizonScore:
     coverage_80_se: float | None = None
     coverage_95_se: float | None = None
     #: 90 % day-block bootstrap ranges (5th, 95th percentile over resamples of whole origin
-    #: days) of ``mase`` and of the two coverages; None with fewer than 2 origin days (or
+    #: days) of ``mase`` and of the two coverages; None with fewer than 5 origin days (or
     #: when the score itself is undefined). See :func:`rolling_origin_eval`.
     mase_range: tuple[float, float] | None = None
     coverage_80_range: tuple[float, float] | None = None
@@ -165,8 +168,11 @@ def rolling_origin_eval(
     independent: ``coverage_*_se`` treats points as independent and understates the
     spread. Days are still taken as independent of each other, so with a week of origins
     the range is itself rough and, if levels persist across days, still somewhat narrow.
-    None with fewer than 2 origin days.
+    None with fewer than :data:`BOOTSTRAP_MIN_DAYS` (5) origin days. Raises ``ValueError``
+    when ``bootstrap_resamples`` < 1.
     """
+    if bootstrap_resamples < 1:
+        raise ValueError("bootstrap_resamples must be >= 1")
     raw = np.asarray(series, dtype=np.float64).reshape(-1)
     n = raw.size
     zg = 0 if zero_gap_minutes <= 0 else steps_for(zero_gap_minutes, step_minutes)
@@ -312,6 +318,7 @@ def _day_block_ranges(
     *,
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
+    min_days: int = BOOTSTRAP_MIN_DAYS,
 ) -> tuple[Range | None, Range | None, Range | None]:
     """Day-block bootstrap 5th / 95th percentiles of relMAE, 80 % and 95 % coverage.
 
@@ -322,11 +329,12 @@ def _day_block_ranges(
     (the same distribution as drawing day indices, without a (resamples, points) array).
     relMAE per resample is sum |e| / sum |e_naive|, a ratio of sums like the point
     estimate; resamples whose naive sum is 0 are left out. Returns (None, None, None) with
-    fewer than 2 days; a coverage range is None when its flags are.
+    fewer than ``min_days`` days (at least 2); a coverage range is None when its flags
+    are.
     """
     labels, day_of = np.unique(days, return_inverse=True)
     n_days = labels.size
-    if n_days < 2 or resamples < 1:
+    if n_days < max(2, min_days) or resamples < 1:
         return None, None, None
     rng = np.random.default_rng(seed)
     counts = rng.multinomial(n_days, np.full(n_days, 1.0 / n_days), size=resamples)

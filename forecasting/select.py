@@ -33,7 +33,14 @@ import numpy.typing as npt
 
 from ._core import steps_for
 from ._gaps import mask_suspected_gaps
-from ._model import Forecast, _check_quantiles, fast_forecast, fast_forecast_batch, fit_batch
+from ._model import (
+    Forecast,
+    _broadcast,
+    _check_quantiles,
+    fast_forecast,
+    fast_forecast_batch,
+    fit_batch,
+)
 from ._time import (
     MINUTES_PER_DAY,
     MINUTES_PER_WEEK,
@@ -63,6 +70,9 @@ log = logging.getLogger(__name__)
 #: At 1-minute steps a 1,440-step season makes Holt-Winters and MSTL take minutes per
 #: series, so minute data choose between the harmonic model and seasonal naive only.
 STATSMODELS_MAX_PERIOD = 288
+#: Largest daily period (steps) at which ``forecast(method="auto")`` runs the choice:
+#: 15-minute data (see uses_model_choice).
+AUTO_MAX_PERIOD = 96
 #: Histories longer than this (steps) fit the harmonic model once for all validation
 #: origins and advance it with ``predict``; shorter ones refit it at each origin.
 HARMONIC_REFIT_STEPS = 20_000
@@ -669,27 +679,27 @@ def _kept(fc: Forecast, reason: str) -> dict[str, Any]:
     return sel
 
 
-#: ``forecast(method=...)``: "auto" runs the per-series choice where the family has more
-#: than the harmonic model and seasonal naive (steps of 5 minutes or more), "choice" runs
-#: it at any step, "fast" is the harmonic path alone.
+#: ``forecast(method=...)``: "auto" runs the per-series choice on grids of 15 minutes or
+#: more, "choice" runs it at any step, "fast" is the harmonic path alone.
 Method = Literal["auto", "choice", "fast"]
 
 
 def uses_model_choice(step_minutes: float, method: Method = "auto") -> bool:
     """Whether :func:`forecast` runs the per-series choice at this step.
 
-    ``"auto"``: only where the default family holds the statsmodels members (a daily
-    period of at most :data:`STATSMODELS_MAX_PERIOD` steps, i.e. steps of 5 minutes or
-    more). On finer grids the family is the harmonic model and seasonal naive alone, and
-    on the ServeGen minute traces the choice never beat the fast path
-    (``bench/bench_select.py --traces``), so the fast path is returned without the cost
-    of validating it. Raises ``ValueError`` for an unknown method or a step <= 0."""
+    ``"auto"``: on grids of 15 minutes or more (a daily period of at most
+    :data:`AUTO_MAX_PERIOD` steps). Below 5 minutes the family is the harmonic model and
+    seasonal naive alone, and on the ServeGen minute traces the choice never beat the fast
+    path (``bench/bench_select.py --traces``); at 5 minutes MSTL and Holt-Winters on a
+    288-step season take one to three minutes per series, and on ServeGen aggregated to 5
+    and 15 minutes the choice returned the harmonic model anyway. From 15-minute steps a
+    call takes seconds. Raises ``ValueError`` for an unknown method or a step <= 0."""
     if method not in ("auto", "choice", "fast"):
         raise ValueError(f"method must be 'auto', 'choice' or 'fast', not {method!r}")
     if not step_minutes > 0:
         raise ValueError("step_minutes must be > 0")
     if method == "auto":
-        return steps_for(MINUTES_PER_DAY, step_minutes) <= STATSMODELS_MAX_PERIOD
+        return steps_for(MINUTES_PER_DAY, step_minutes) <= AUTO_MAX_PERIOD
     return method == "choice"
 
 
@@ -713,14 +723,15 @@ def forecast(
 
     ``method="auto"`` (default) picks a model per series by rolling-origin validation
     (:func:`select_forecast`: the statsmodels family, seasonal naive and the harmonic
-    model, or an equal-weight combination, with split-conformal quantiles) on grids of 5
+    model, or an equal-weight combination, with split-conformal quantiles) on grids of 15
     minutes or more, and the fast harmonic path (:func:`fast_forecast`) on finer ones
-    (see :func:`uses_model_choice`). ``"choice"`` and ``"fast"`` force one or the other.
+    (see :func:`uses_model_choice`); ``"choice"`` and ``"fast"`` force one or the other,
+    and ``horizon=0`` returns an empty forecast without validating anything.
     M4 Hourly, all 414 series, horizon 48 (``python bench/m4.py``): sMAPE 10.165 and
     MASE 0.879 with the choice, 13.523 and 1.432 with the fast path alone.
     Raises ``ValueError`` for a non-positive step, a negative horizon, a bad quantile or
     an unknown method."""
-    if uses_model_choice(step_minutes, method):
+    if uses_model_choice(step_minutes, method) and horizon != 0:
         return select_forecast(history, step_minutes=step_minutes, horizon=horizon,
                                quantiles=quantiles, start=start, timezone=timezone,
                                calendar=calendar, zero_gap_minutes=zero_gap_minutes)
@@ -750,11 +761,9 @@ def forecast_batch(
                                    quantiles=quantiles, starts=starts, timezones=timezones,
                                    calendars=calendars, zero_gap_minutes=zero_gap_minutes)
     n = len(histories)
-    start_list = list(starts) if starts is not None else [None] * n
-    tz_list = list(timezones) if timezones is not None else ["UTC"] * n
-    cal_list = list(calendars) if calendars is not None else [None] * n
-    if not len(start_list) == len(tz_list) == len(cal_list) == n:
-        raise ValueError("starts, timezones and calendars need one entry per series")
+    start_list = _broadcast(starts, n, None, "starts")
+    tz_list = _broadcast(timezones, n, "UTC", "timezones")
+    cal_list = _broadcast(calendars, n, None, "calendars")
     return [select_forecast(h, step_minutes=step_minutes, horizon=horizon, quantiles=quantiles,
                             start=s, timezone=z, calendar=c, zero_gap_minutes=zero_gap_minutes)
             for h, s, z, c in zip(histories, start_list, tz_list, cal_list, strict=True)]

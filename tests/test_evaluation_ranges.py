@@ -110,7 +110,16 @@ def test_origins_in_one_utc_day_have_no_range() -> None:
     # from a start at 12:00 UTC straddle two UTC days.
     s2 = evaluate(y, eval_days=1, first=14 * 1440,
                   start=START + dt.timedelta(hours=12)).scores[0]
-    assert s2.n_days == 2 and s2.mase_range is not None
+    assert s2.n_days == 2
+    # Fewer than 5 origin days give no range either (the percentiles would be little more
+    # than the best and the worst day); 5 do.
+    assert s2.mase_range is None
+    four = evaluate(y, eval_days=4, first=11 * 1440).scores[0]  # days 11-14
+    five = evaluate(y, eval_days=5, first=10 * 1440).scores[0]
+    assert (four.n_days, five.n_days) == (4, 5)
+    assert four.mase_range is None and five.mase_range is not None
+    with pytest.raises(ValueError, match="bootstrap_resamples"):
+        forecasting.rolling_origin_eval(y, step_minutes=60, bootstrap_resamples=0)
 
 
 def test_ratio_of_sums_over_whole_days_by_hand() -> None:
@@ -120,9 +129,12 @@ def test_ratio_of_sums_over_whole_days_by_hand() -> None:
     days = np.array([7, 7, 9])
     inside = np.array([True, True, False])
     rel, c80, c95 = _day_block_ranges(days, np.array([1.0, 1.0, 3.0]), np.ones(3),
-                                      inside, None)
+                                      inside, None, min_days=2)
     assert rel == pytest.approx((1.0, 3.0))
     assert c80 == pytest.approx((0.0, 1.0))
     assert c95 is None
-    assert _day_block_ranges(np.array([7, 7]), np.ones(2), np.ones(2), None, None) == (
-        None, None, None)
+    assert _day_block_ranges(np.array([7, 7]), np.ones(2), np.ones(2), None, None,
+                             min_days=2) == (None, None, None)
+    # The default needs 5 days.
+    assert _day_block_ranges(days, np.array([1.0, 1.0, 3.0]), np.ones(3), inside,
+                             None) == (None, None, None)

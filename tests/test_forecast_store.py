@@ -72,7 +72,7 @@ def test_forecast_eval_text_shows_the_day_block_range(
     config = tmp_path / "capsched.toml"
     config.write_text(CONFIG)
     code = main(["--config", str(config), "forecast", "eval", "--usage",
-                 str(traces_dir / "servegen_m-small.csv"), "--eval-days", "3",
+                 str(traces_dir / "servegen_m-small.csv"), "--eval-days", "5",
                  "--origin-every", "60m", "--horizons", "1h"])
     assert code == 0
     out = capsys.readouterr().out.splitlines()
@@ -83,4 +83,4 @@ def test_forecast_eval_text_shows_the_day_block_range(
     rel = float(cells[2])
     lo, hi = (float(v) for v in cells[3].split("-"))
     assert lo <= rel <= hi and lo < hi
-    assert any("day-block bootstrap over 3 origin day(s)" in line for line in out)
+    assert any("day-block bootstrap over 5 origin day(s)" in line for line in out)

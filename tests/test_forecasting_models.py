@@ -247,7 +247,10 @@ def test_forecast_runs_the_choice_from_five_minute_steps() -> None:
     np.testing.assert_allclose(
         fast.mean, forecasting.fast_forecast(y, step_minutes=60, horizon=24).mean)
     assert "selection" not in fast.parameters
-    assert forecasting.uses_model_choice(5) and not forecasting.uses_model_choice(1)
+    assert forecasting.uses_model_choice(15) and not forecasting.uses_model_choice(5)
+    assert forecasting.uses_model_choice(5, "choice")
+    assert not forecasting.uses_model_choice(60, "fast")
+    assert forecasting.forecast(y, step_minutes=60, horizon=0).mean.shape == (0,)
     # Minute data: the fast path, unless the choice is asked for.
     minutes = np.repeat(y[-24 * 8:], 60) / 60
     auto = forecasting.forecast(minutes, step_minutes=1, horizon=30)

