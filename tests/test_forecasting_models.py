@@ -237,7 +237,7 @@ def test_eval_origins_on_window_boundaries_and_every_phase() -> None:
     assert {"smape", "mase_insample", "msis"} <= set(d)
 
 
-def test_forecast_runs_the_choice_from_five_minute_steps() -> None:
+def test_forecast_runs_the_choice_from_fifteen_minute_steps() -> None:
     y = hourly(21, trend=0.3, seed=4)
     fc = forecasting.forecast(y, step_minutes=60, horizon=24)
     chosen = forecasting.select_forecast(y, step_minutes=60, horizon=24)
