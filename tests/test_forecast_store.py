@@ -49,14 +49,19 @@ def test_forecast_command_stores_a_queryable_run(
     assert 10 < points[0].mean < 50
 
 
+def _eval_m_small(tmp_path: Path, traces_dir: Path, *args: str) -> int:
+    """``capsched forecast eval`` on the bundled m-small trace with ``args``."""
+    config = tmp_path / "capsched.toml"
+    config.write_text(CONFIG)
+    return main(["--config", str(config), "forecast", "eval", "--usage",
+                 str(traces_dir / "servegen_m-small.csv"), *args])
+
+
 def test_forecast_eval_reports_every_horizon(
     tmp_path: Path, traces_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = tmp_path / "capsched.toml"
-    config.write_text(CONFIG)
-    code = main(["--config", str(config), "forecast", "eval", "--usage",
-                 str(traces_dir / "servegen_m-small.csv"), "--eval-days", "1",
-                 "--horizons", "5m,1h", "--format", "json"])
+    code = _eval_m_small(tmp_path, traces_dir, "--eval-days", "1", "--horizons", "5m,1h",
+                         "--format", "json")
     assert code == 0
     report = json.loads(capsys.readouterr().out)
     assert set(report["horizons"]) == {"5", "60"}
@@ -69,11 +74,8 @@ def test_forecast_eval_reports_every_horizon(
 def test_forecast_eval_text_shows_the_day_block_range(
     tmp_path: Path, traces_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = tmp_path / "capsched.toml"
-    config.write_text(CONFIG)
-    code = main(["--config", str(config), "forecast", "eval", "--usage",
-                 str(traces_dir / "servegen_m-small.csv"), "--eval-days", "5",
-                 "--origin-every", "60m", "--horizons", "1h"])
+    code = _eval_m_small(tmp_path, traces_dir, "--eval-days", "5", "--origin-every", "60m",
+                         "--horizons", "1h")
     assert code == 0
     out = capsys.readouterr().out.splitlines()
     header = next(line for line in out if line.startswith("HORIZON"))
