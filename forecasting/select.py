@@ -728,7 +728,9 @@ def forecast(
     (see :func:`uses_model_choice`); ``"choice"`` and ``"fast"`` force one or the other,
     and ``horizon=0`` returns an empty forecast without validating anything.
     M4 Hourly, all 414 series, horizon 48 (``python bench/m4.py``): sMAPE 10.165 and
-    MASE 0.879 with the choice, 13.523 and 1.432 with the fast path alone.
+    MASE 0.879 with the choice, 13.523 and 1.432 with the fast path alone. On LLM usage
+    aggregated to 15 or 60 minutes the fast path wins (``bench/choice_vs_fast.py``): use
+    ``method="fast"`` or :func:`select_batch`'s guarded rule for such series.
     Raises ``ValueError`` for a non-positive step, a negative horizon, a bad quantile or
     an unknown method."""
     if uses_model_choice(step_minutes, method) and horizon != 0:
