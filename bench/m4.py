@@ -14,6 +14,7 @@ Usage::
     .venv/bin/python bench/m4.py                 # all 414 series, 2 worker processes
     .venv/bin/python bench/m4.py --series 50     # every 8th series: a quick subset
     .venv/bin/python bench/m4.py --method fast   # the harmonic fast path alone
+    .venv/bin/python bench/m4.py --method guarded  # select_batch's guarded rule
 
 M4 Hourly series carry no timestamps, so they are forecast on a bare hourly grid (UTC,
 no calendar). The data are public (see bench/data/m4_hourly/SOURCE.md).
@@ -63,6 +64,11 @@ def forecast_one(args: tuple[str, np.ndarray, str]) -> Result:
         if method == "fast":
             fc = forecasting.forecast(x, step_minutes=60, horizon=H, quantiles=LEVELS,
                                       zero_gap_minutes=0, method="fast")
+        elif method == "guarded":
+            fast = forecasting.fast_forecast(x, step_minutes=60, horizon=H, quantiles=LEVELS,
+                                             zero_gap_minutes=0)
+            fc = forecasting.select_forecast(x, step_minutes=60, horizon=H, quantiles=LEVELS,
+                                             zero_gap_minutes=0, n_origins=7, fast=fast)
         else:
             # The package's one-call entry, as a user calls it: at hourly steps it runs the
             # per-series choice (forecasting.select_forecast).
@@ -81,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--series", type=int, default=0, help="score every k-th series so that "
                     "about this many are scored (0: all 414)")
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--method", choices=("select", "fast"), default="select")
+    ap.add_argument("--method", choices=("select", "guarded", "fast"), default="select",
+                    help="select: forecasting.forecast (the per-series choice); guarded: "
+                    "select_batch's rule (7 origins, must beat the fast path at each); "
+                    "fast: the harmonic fast path alone")
     ap.add_argument("--write", help="write the point forecasts in submission format")
     ap.add_argument("--json", action="store_true", help="print the result as JSON only")
     ap.add_argument("--results", help="append each series' forecast to this JSON Lines file "
