@@ -53,7 +53,8 @@ def load(path: Path) -> tuple[np.ndarray, dt.datetime]:
 
 def span(r: tuple[float, float] | None, width: int, *, short: bool = False) -> str:
     """A bootstrap range as ``lo-hi``, right-aligned in ``width``; ``short`` drops the
-    leading zero (coverages: ``.771-.893``); ``n/a`` when there is none (one origin day)."""
+    leading zero (coverages: ``.771-.893``); ``n/a`` when there is none (fewer than 5
+    origin days)."""
     if r is None:
         return f"{'n/a':>{width}}"
     lo, hi = (f"{x:.3f}" for x in r)

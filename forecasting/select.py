@@ -691,9 +691,9 @@ def uses_model_choice(step_minutes: float, method: Method = "auto") -> bool:
     :data:`AUTO_MAX_PERIOD` steps). Below 5 minutes the family is the harmonic model and
     seasonal naive alone, and on the ServeGen minute traces the choice never beat the fast
     path (``bench/bench_select.py --traces``); at 5 minutes MSTL and Holt-Winters on a
-    288-step season take one to three minutes per series, and on ServeGen aggregated to 5
-    and 15 minutes the choice returned the harmonic model anyway. From 15-minute steps a
-    call takes seconds. Raises ``ValueError`` for an unknown method or a step <= 0."""
+    288-step season take one to three minutes per series. From 15-minute steps a call takes
+    seconds (on LLM usage there, see :func:`forecast`, the fast path may still be better).
+    Raises ``ValueError`` for an unknown method or a step <= 0."""
     if method not in ("auto", "choice", "fast"):
         raise ValueError(f"method must be 'auto', 'choice' or 'fast', not {method!r}")
     if not step_minutes > 0:
@@ -758,7 +758,7 @@ def forecast_batch(
 
     The fast path is fitted for all series at once (:func:`fast_forecast_batch`); the
     choice runs series by series. For a time budget use :func:`select_batch`."""
-    if not uses_model_choice(step_minutes, method):
+    if horizon == 0 or not uses_model_choice(step_minutes, method):
         return fast_forecast_batch(histories, step_minutes=step_minutes, horizon=horizon,
                                    quantiles=quantiles, starts=starts, timezones=timezones,
                                    calendars=calendars, zero_gap_minutes=zero_gap_minutes)

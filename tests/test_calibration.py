@@ -26,9 +26,9 @@ DAY = 1440
 # Coverage tolerances, in points of probability. Each check pools several series and
 # hundreds of origins (binomial standard error about 1 point at 80 %, 0.6 at 95 %), and each
 # series' calibration is itself a sample of held-out errors. Below nominal (the planner's
-# spill) the tolerance is TOL; above it (split-conformal errors come from a fit on 3 days
-# less data, farther from its end, so intervals err wide: up to +5 points at 1-minute
-# steps here) it is OVER.
+# spill) the tolerance is TOL; above it (split-conformal errors come from a fit on
+# calibration_days (5) less data, farther from its end, so intervals err wide: up to +5
+# points at 1-minute steps here) it is OVER.
 TOL80, TOL95 = 0.04, 0.025
 OVER80, OVER95 = 0.06, 0.03
 QS = (0.025, 0.1, 0.5, 0.9, 0.975)
@@ -36,7 +36,7 @@ QS = (0.025, 0.1, 0.5, 0.9, 0.975)
 
 def n_series(step: float) -> int:
     """Series per check: each series' calibration is itself a sample of held-out errors
-    (fewer at coarse steps: 3 days of them), so coverage is averaged over several."""
+    (fewer at coarse steps: calibration_days of them), so coverage is averaged over several."""
     return 12 if step < 5 else 24
 
 
@@ -145,7 +145,7 @@ def test_intervals_cover_at_nominal_on_seasonal_noise(step: float, days: int) ->
                                    starts=[START] * len(ys), quantiles=QS)
     origins = np.arange(0, fresh, max(1, fresh // 120))
     cov = _coverage(models, None, ys, n_hist, origins, (1, 2, 5))
-    # Hourly steps hold out 72 errors (3 days) of a fit on 3 days less data: the intervals
+    # Hourly steps hold out 120 errors (5 days) of a fit on 5 days less data: the intervals
     # come out wider than nominal there (80 %: 0.82-0.87 at 1-5 h on this data), allowed
     # above nominal, never below.
     hourly = step >= 60
@@ -153,8 +153,8 @@ def test_intervals_cover_at_nominal_on_seasonal_noise(step: float, days: int) ->
                     over95=0.04 if hourly else OVER95)
 
 
-# Each position's table rests on 3 days / block of held-out errors: 432 at 1 x 10 min, 288
-# at 5 x 3, 144 at 15 x 2.
+# Each position's table rests on calibration_days (5, at most a third of the history) /
+# block of held-out errors: 720 at 1 x 10 min, 480 at 5 x 3, 240 at 15 x 2 when not capped.
 @pytest.mark.parametrize(("step", "block"), [(1, 10), (5, 3), (15, 2)])
 def test_block_published_data_is_covered_at_every_position(
     monkeypatch: pytest.MonkeyPatch, step: float, block: int

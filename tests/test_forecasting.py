@@ -273,7 +273,7 @@ def test_servegen_m_small_coverage_and_accuracy(m_small_report: dict[str, Any]) 
         assert 0.75 <= h[k]["coverage_80"] <= 0.85, (k, h[k])
         # 0.985, not 0.98: at 24 h the measured 0.982 (5-day calibration tail) has a 90 %
         # day-block range of 0.954-0.999 over its 7 origin days; 0.977 with a 3-day tail.
-        assert 0.92 <= h[k]["coverage_95"] <= 0.985, (k, h[k])
+        assert 0.92 <= h[k]["coverage_95"] <= (0.985 if k == "1440" else 0.98), (k, h[k])
         lo, hi = h[k]["coverage_95_range"]
         assert lo <= 0.95 + 0.03 and hi >= 0.95 - 0.03, (k, h[k])
     assert h["5"]["mase"] <= 0.35
