@@ -43,12 +43,7 @@ OUTPUT_WEIGHT = 3.0  # capsched forecast eval's default without a deployment
 
 
 def load(path: Path) -> tuple[np.ndarray, dt.datetime]:
-    parsed = read_usage_file(path)
-    offsets = (parsed.minutes - parsed.minutes[0]).astype(np.int64)
-    series = np.full(int(offsets[-1]) + 1, np.nan)
-    series[offsets] = parsed.input_tokens + OUTPUT_WEIGHT * parsed.output_tokens
-    start = parsed.minutes[0].astype("datetime64[s]").item().replace(tzinfo=dt.UTC)
-    return series, start
+    return read_usage_file(path).load_series(OUTPUT_WEIGHT)
 
 
 def span(r: tuple[float, float] | None, width: int, *, short: bool = False) -> str:

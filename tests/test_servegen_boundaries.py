@@ -29,13 +29,8 @@ BOUNDS = {"m-small": (0.440, 0.810), "m-mid": (0.627, 0.840), "m-large": (0.459,
 
 @cache
 def _series(name: str) -> tuple[npt.NDArray[np.float64], dt.datetime]:
-    parsed = read_usage_file(TRACES / f"servegen_{name}.csv")
-    offsets = (parsed.minutes - parsed.minutes[0]).astype(np.int64)
-    y = np.full(int(offsets[-1]) + 1, np.nan)
     # capsched forecast eval's load without a deployment: input + 3 x output tokens.
-    y[offsets] = parsed.input_tokens + 3.0 * parsed.output_tokens
-    start = parsed.minutes[0].astype("datetime64[s]").item().replace(tzinfo=dt.UTC)
-    return y, start
+    return read_usage_file(TRACES / f"servegen_{name}.csv").load_series(3.0)
 
 
 @cache

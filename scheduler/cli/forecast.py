@@ -190,11 +190,7 @@ def cmd_forecast_eval(ctx: cli.Context) -> int:
         horizons = [cli.parse_duration_minutes(h.strip()) for h in ctx.args.horizons.split(",")]
     except argparse.ArgumentTypeError as exc:
         raise cli.CommandError(f"--horizons: {exc}", cli.EXIT_USAGE) from None
-    # Put the rows on a regular grid: an absent minute is missing (NaN), never zero.
-    offsets = (parsed.minutes - parsed.minutes[0]).astype(np.int64)
-    series = np.full(int(offsets[-1]) + 1, np.nan)
-    series[offsets] = parsed.input_tokens + weight * parsed.output_tokens
-    start = parsed.minutes[0].astype("datetime64[s]").item().replace(tzinfo=dt.UTC)
+    series, start = parsed.load_series(weight)
     report = forecasting.rolling_origin_eval(
         series, step_minutes=1, start=start, timezone=timezone, calendar=calendar,
         train_days=ctx.args.train_days, horizons=horizons, eval_days=ctx.args.eval_days,

@@ -78,6 +78,18 @@ class ParsedUsage:
     def column_number(self, name: str) -> int:
         return self.header.index(name) + 1 if name in self.header else 0
 
+    def load_series(self, output_weight: float) -> tuple[npt.NDArray[np.float64], dt.datetime]:
+        """The file's load on a regular minute grid, and the UTC time of its first minute.
+
+        Load is ``input_tokens + output_weight * output_tokens`` (tokens per minute); a
+        minute without a row is missing (NaN), never zero. Shape ``(last - first + 1,)``.
+        For a file of one deployment (the rows of several would collide)."""
+        offsets = (self.minutes - self.minutes[0]).astype(np.int64)
+        series = np.full(int(offsets[-1]) + 1, np.nan)
+        series[offsets] = self.input_tokens + output_weight * self.output_tokens
+        start = self.minutes[0].astype("datetime64[s]").item().replace(tzinfo=dt.UTC)
+        return series, start
+
     def demand_units(self, unit_tpm: float, output_token_weight: float) -> npt.NDArray[np.float64]:
         weighted = self.input_tokens.astype(np.float64) + output_token_weight * self.output_tokens
         return weighted / unit_tpm
