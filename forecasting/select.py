@@ -303,6 +303,7 @@ def select_forecast(
     days before the origins and never refitted, so its score is a pessimistic stand-in,
     and three origins are few. Otherwise the fast path stays, with
     ``degraded = "not clearly better than the fast path"`` and the evidence.
+    ``horizon=0`` returns the fast path's empty forecast without validating anything.
     Raises ``ValueError`` for a non-positive step, a negative horizon or a bad quantile.
     """
     if not step_minutes > 0:
@@ -331,6 +332,9 @@ def select_forecast(
         sel["fast_path"] = True
         return _with_selection(fc, sel)
 
+    if horizon == 0:
+        # Nothing to forecast: validating a choice for it would cost seconds for nothing.
+        return keep_fast("horizon 0")
     prep = _prep if _prep is not None else _prepare(
         raw, step_minutes, horizon, start, timezone, cal, zero_gap_minutes, n_origins,
         n_calibration)
@@ -725,15 +729,14 @@ def forecast(
     (:func:`select_forecast`: the statsmodels family, seasonal naive and the harmonic
     model, or an equal-weight combination, with split-conformal quantiles) on grids of 15
     minutes or more, and the fast harmonic path (:func:`fast_forecast`) on finer ones
-    (see :func:`uses_model_choice`); ``"choice"`` and ``"fast"`` force one or the other,
-    and ``horizon=0`` returns an empty forecast without validating anything.
+    (see :func:`uses_model_choice`); ``"choice"`` and ``"fast"`` force one or the other.
     M4 Hourly, all 414 series, horizon 48 (``python bench/m4.py``): sMAPE 10.165 and
     MASE 0.879 with the choice, 13.523 and 1.432 with the fast path alone. On LLM usage
     aggregated to 15 or 60 minutes the fast path wins (``bench/choice_vs_fast.py``): use
     ``method="fast"`` or :func:`select_batch`'s guarded rule for such series.
     Raises ``ValueError`` for a non-positive step, a negative horizon, a bad quantile or
     an unknown method."""
-    if uses_model_choice(step_minutes, method) and horizon != 0:
+    if uses_model_choice(step_minutes, method):
         return select_forecast(history, step_minutes=step_minutes, horizon=horizon,
                                quantiles=quantiles, start=start, timezone=timezone,
                                calendar=calendar, zero_gap_minutes=zero_gap_minutes)
@@ -758,7 +761,7 @@ def forecast_batch(
 
     The fast path is fitted for all series at once (:func:`fast_forecast_batch`); the
     choice runs series by series. For a time budget use :func:`select_batch`."""
-    if horizon == 0 or not uses_model_choice(step_minutes, method):
+    if not uses_model_choice(step_minutes, method):
         return fast_forecast_batch(histories, step_minutes=step_minutes, horizon=horizon,
                                    quantiles=quantiles, starts=starts, timezones=timezones,
                                    calendars=calendars, zero_gap_minutes=zero_gap_minutes)

@@ -250,7 +250,9 @@ def test_forecast_runs_the_choice_from_fifteen_minute_steps() -> None:
     assert forecasting.uses_model_choice(15) and not forecasting.uses_model_choice(5)
     assert forecasting.uses_model_choice(5, "choice")
     assert not forecasting.uses_model_choice(60, "fast")
-    assert forecasting.forecast(y, step_minutes=60, horizon=0).mean.shape == (0,)
+    empty = forecasting.forecast(y, step_minutes=60, horizon=0)
+    assert empty.mean.shape == (0,)
+    assert empty.parameters["selection"]["degraded"] == "horizon 0"
     # Minute data: the fast path, unless the choice is asked for.
     minutes = np.repeat(y[-24 * 8:], 60) / 60
     auto = forecasting.forecast(minutes, step_minutes=1, horizon=30)
